@@ -1,0 +1,39 @@
+# One-command entry points. `make test` and `make demo` set up on first use.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP_VENV := $(VENV)/.stamp-requirements
+STAMP_BUILD := install/.stamp-build
+ENV := source scripts/ros_env.sh
+
+.PHONY: setup build test lint demo demo-fast bench clean
+
+setup: $(STAMP_BUILD)
+
+$(STAMP_VENV): requirements.txt scripts/fix_rosidl_includes.py
+	test -x $(VPY) || $(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(VPY) scripts/fix_rosidl_includes.py $(VENV)
+	touch $@
+
+$(STAMP_BUILD): $(STAMP_VENV) setup.py setup.cfg package.xml msg/package.xml msg/CMakeLists.txt $(wildcard msg/msg/*.msg) $(wildcard launch/*.py) $(wildcard config/*.yaml) $(wildcard policies/*)
+	$(ENV) && colcon build --base-paths . msg --symlink-install \
+		--cmake-args -DPython3_EXECUTABLE=$$PWD/$(VPY) -DBUILD_TESTING=OFF \
+		--event-handlers console_direct- > build_colcon.log 2>&1 || (cat build_colcon.log; exit 1)
+	touch $@
+
+lint: $(STAMP_VENV)
+	$(VENV)/bin/ruff check vdd_ros test launch scripts setup.py
+
+test: setup lint
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m pytest -q test
+
+demo: setup
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),--fast,)
+
+bench: setup
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench
+
+clean:
+	rm -rf build install log runs

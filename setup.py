@@ -1,0 +1,30 @@
+"""ament_python package vdd_ros: ROS-free core (vdd_ros.*) plus node executables."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vdd_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/policies", glob("policies/*")),
+    ],
+    install_requires=["setuptools"],
+    extras_require={"test": ["pytest"]},
+    zip_safe=True,
+    maintainer="vdd_ros developers",
+    maintainer_email="dev@vdd-ros.invalid",
+    description="VDD distillation of diffusion policies into ONNX mixtures of experts, served by a ROS 2 controller.",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [],
+    },
+)
