@@ -22,7 +22,7 @@ class Normalizer:
     std: np.ndarray
 
     @staticmethod
-    def fit(x: np.ndarray) -> "Normalizer":
+    def fit(x: np.ndarray) -> Normalizer:
         x = np.asarray(x, dtype=np.float64).reshape(-1, np.shape(x)[-1])
         return Normalizer(x.mean(0).astype(np.float32), np.maximum(x.std(0), _MIN_STD).astype(np.float32))
 
@@ -36,7 +36,7 @@ class Normalizer:
         return {"mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std]}
 
     @staticmethod
-    def from_dict(d: dict[str, list[float]]) -> "Normalizer":
+    def from_dict(d: dict[str, list[float]]) -> Normalizer:
         mean = np.asarray(d["mean"], dtype=np.float32)
         std = np.asarray(d["std"], dtype=np.float32)
         if mean.shape != std.shape or mean.ndim != 1 or not (np.all(np.isfinite(mean)) and np.all(std > 0)):

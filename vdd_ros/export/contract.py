@@ -61,7 +61,7 @@ class PolicyContract:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @staticmethod
-    def from_json(text: str) -> "PolicyContract":
+    def from_json(text: str) -> PolicyContract:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -72,8 +72,21 @@ class PolicyContract:
         if version != SCHEMA_VERSION:
             raise ContractError(f"contract schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
         names = {f.name for f in dataclasses.fields(PolicyContract)}
-        missing = [n for n in ("policy_id", "obs_dim", "act_dim", "obs_window", "act_chunk", "num_experts",
-                               "control_period_s", "obs_names", "act_names") if n not in data]
+        missing = [
+            n
+            for n in (
+                "policy_id",
+                "obs_dim",
+                "act_dim",
+                "obs_window",
+                "act_chunk",
+                "num_experts",
+                "control_period_s",
+                "obs_names",
+                "act_names",
+            )
+            if n not in data
+        ]
         if missing:
             raise ContractError(f"contract lacks field(s) {missing}")
         data = {k: v for k, v in data.items() if k in names}
@@ -84,7 +97,7 @@ class PolicyContract:
             raise ContractError("contract names do not match its dimensions")
         return contract
 
-    def incompatibilities(self, other: "PolicyContract") -> list[str]:
+    def incompatibilities(self, other: PolicyContract) -> list[str]:
         """Reasons ``other`` cannot replace ``self`` on a running robot (empty if it can)."""
         reasons = []
         for field in ("obs_dim", "act_dim", "obs_names", "act_names", "act_chunk"):
@@ -92,7 +105,9 @@ class PolicyContract:
             if a != b:
                 reasons.append(f"{field} differs: running {a!r}, candidate {b!r}")
         if abs(self.control_period_s - other.control_period_s) > 1e-9:
-            reasons.append(f"control_period_s differs: running {self.control_period_s}, candidate {other.control_period_s}")
+            reasons.append(
+                f"control_period_s differs: running {self.control_period_s}, candidate {other.control_period_s}"
+            )
         return reasons
 
 

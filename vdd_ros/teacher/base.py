@@ -22,7 +22,9 @@ class DiffusionTeacher(nn.Module, abc.ABC):
     act_chunk: int  # H
 
     @abc.abstractmethod
-    def sample(self, obs: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, obs: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Draw actions (B, H, act_dim) for observation windows (B, T, obs_dim)."""
 
     @abc.abstractmethod
@@ -35,8 +37,14 @@ class DiffusionTeacher(nn.Module, abc.ABC):
         """
 
     @abc.abstractmethod
-    def sample_noise_levels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Draw n noise levels from the teacher's configured distillation range."""
+    def sample_noise_levels(
+        self, n: int, low: float | None = None, high: float | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Draw n noise levels for distillation, uniformly in [low, high].
+
+        EDM: sigma ~ U[low, high] (default 0.2-0.5). DDPM: integer t uniform in
+        {low..high} (default 1-4 of 8 steps). None means the teacher's default.
+        """
 
     @abc.abstractmethod
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
