@@ -25,6 +25,15 @@ setup(
     description="VDD distillation of diffusion policies into ONNX mixtures of experts, served by a ROS 2 controller.",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "controller = vdd_ros.nodes.controller:main",
+            "avoiding_sim = vdd_ros.nodes.avoiding_sim:main",
+            "distill = vdd_ros.nodes.distill:main",
+            "collect_demos = vdd_ros.cli.collect_demos:main",
+            "train_teacher = vdd_ros.cli.train_teacher:main",
+            "evaluate = vdd_ros.cli.evaluate:main",
+            "bench = vdd_ros.cli.bench:main",
+            "bench_loop = vdd_ros.cli.bench_loop:main",
+        ],
     },
 )

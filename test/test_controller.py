@@ -1,0 +1,163 @@
+"""Controller node over real DDS: serving, hot swap at 500 Hz, rejections, bad input, staleness."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from conftest import RosHarness
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from std_msgs.msg import Float64MultiArray
+
+from vdd_ros.export.random_policy import export_random_policy
+
+OBS = [0.5, -0.2, 0.5, -0.2]
+
+
+@pytest.fixture
+def policies(tmp_path: pathlib.Path) -> dict[str, str]:
+    paths = {name: str(tmp_path / f"{name}.onnx") for name in ("a", "b", "wide", "corrupt")}
+    export_random_policy(paths["a"], policy_id="policy-a", seed=0)
+    export_random_policy(paths["b"], policy_id="policy-b", seed=1, num_experts=4)
+    export_random_policy(paths["wide"], policy_id="wide", obs_dim=5)
+    pathlib.Path(paths["corrupt"]).write_bytes(b"\x08\x07not an onnx graph" * 50)
+    paths["missing"] = str(tmp_path / "missing.onnx")
+    return paths
+
+
+class ControllerClient:
+    """Feeds observations, records actions and status, sets parameters."""
+
+    def __init__(self, ros: RosHarness, ns: str) -> None:
+        from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
+
+        self.ros = ros
+        self.actions: list[PolicyAction] = []
+        self.status: list[PolicyStatus] = []
+        node = ros.node
+        node.create_subscription(PolicyAction, f"/{ns}/policy_action", self.actions.append, 50)
+        node.create_subscription(PolicyStatus, f"/{ns}/vdd_controller/status", self.status.append, 10)
+        self.obs_pub = node.create_publisher(Float64MultiArray, f"/{ns}/observation", 5)
+        self.params = AsyncParameterClient(node, f"/{ns}/vdd_controller")
+        self.feeding = True
+        self.next_obs: list[float] = OBS
+        node.create_timer(0.005, self._feed)
+
+    def _feed(self) -> None:
+        if self.feeding:
+            self.obs_pub.publish(Float64MultiArray(data=self.next_obs))
+
+    def wait_actions(self, n: int, timeout: float = 20.0, what: str = "actions") -> None:
+        target = len(self.actions) + n
+        self.ros.spin_until(lambda: len(self.actions) >= target, timeout, what)
+
+    def wait_status(self, timeout: float = 10.0):
+        count = len(self.status)
+        self.ros.spin_until(lambda: len(self.status) > count, timeout, "a status message")
+        return self.status[-1]
+
+    def set_policy(self, path: str) -> SetParametersResult:
+        assert self.params.wait_for_services(10.0)
+        future = self.params.set_parameters([Parameter("policy_path", value=path)])
+        self.ros.spin_until(future.done, 20.0, "the parameter service")
+        return future.result().results[0]
+
+
+def stamp_ns(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def start_controller(start_node, policy: str, ns: str, *extra: str):
+    return start_node(
+        "controller",
+        ["-r", f"__ns:=/{ns}", "-p", f"policy_path:={policy}", "-p", "observation_type:=array",
+         "-p", "control_rate_hz:=500.0", "-p", "status_rate_hz:=10.0", "-p", "stale_timeout_s:=0.3", *extra],
+    )
+
+
+def test_hot_swap_at_500hz_rejects_bad_files_and_keeps_running(start_node, ros: RosHarness, policies) -> None:
+    ns = "swap"
+    node = start_controller(start_node, policies["a"], ns)
+    client = ControllerClient(ros, ns)
+    client.wait_actions(50, what=f"first actions from the controller; log:\n{node.log()}")
+    assert client.actions[-1].policy_id == "policy-a"
+    before = client.wait_status()
+    assert before.execution_provider == "CPUExecutionProvider" and before.policy_id == "policy-a"
+
+    result = client.set_policy(policies["b"])
+    replied = ros.node.get_clock().now().nanoseconds
+    assert result.successful, result.reason
+    client.wait_actions(100)
+    after = client.wait_status()
+    # every action stamped after the reply comes from the new policy (same host clock)
+    ids = [a.policy_id for a in client.actions if stamp_ns(a) > replied]
+    assert len(ids) >= 50 and set(ids) == {"policy-b"}, ids[:10]
+    # one action per tick, no gap in the sequence across the swap, no missed deadline
+    seqs = [a.sequence for a in client.actions]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert after.missed_ticks == before.missed_ticks, (before.missed_ticks, after.missed_ticks)
+    assert after.policy_swaps == 1 and after.policy_id == "policy-b"
+
+    for key, reason in (("missing", "does not exist"), ("corrupt", "cannot load"), ("wide", "obs_dim differs")):
+        result = client.set_policy(policies[key])
+        assert not result.successful
+        assert reason in result.reason, result.reason
+        client.wait_actions(20)
+        assert client.actions[-1].policy_id == "policy-b"
+    status = client.wait_status()
+    assert status.rejected_swaps == 3 and status.policy_id == "policy-b"
+    assert node.alive()
+
+
+def test_invalid_and_stale_observations(start_node, ros: RosHarness, policies) -> None:
+    from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
+
+    ns = "inputs"
+    node = start_controller(start_node, policies["a"], ns, "-p", "stale_behavior:=zero")
+    client = ControllerClient(ros, ns)
+    client.wait_actions(20, what=f"first actions; log:\n{node.log()}")
+    base = client.wait_status().invalid_observations
+
+    for bad in ([float("nan"), 0.0, 0.0, 0.0], [0.1, 0.2, 0.3], [float("inf")] * 4):
+        client.next_obs = bad
+        ros.spin_for(0.1)
+    client.next_obs = OBS
+    client.wait_actions(20)
+    status = client.wait_status()
+    assert status.invalid_observations - base >= 3
+    assert client.actions[-1].source == PolicyAction.SOURCE_POLICY
+    assert node.alive()
+
+    client.feeding = False
+    ros.spin_for(0.6)
+    client.wait_actions(10)
+    assert {a.source for a in client.actions[-10:]} == {PolicyAction.SOURCE_ZERO}
+    assert all(list(a.action) == [0.0, 0.0] for a in client.actions[-10:])
+    status = client.wait_status()
+    assert status.state == PolicyStatus.STATE_STALE and status.stale_observations > 0
+
+    client.feeding = True
+    client.wait_actions(10)
+    ros.spin_for(0.1)
+    assert client.actions[-1].source == PolicyAction.SOURCE_POLICY
+
+
+def test_stale_stop_publishes_nothing(start_node, ros: RosHarness, policies) -> None:
+    ns = "stop"
+    node = start_controller(start_node, policies["a"], ns, "-p", "stale_behavior:=stop")
+    client = ControllerClient(ros, ns)
+    client.wait_actions(20, what=f"first actions; log:\n{node.log()}")
+    client.feeding = False
+    ros.spin_for(0.6)
+    count = len(client.actions)
+    ros.spin_for(0.5)
+    assert len(client.actions) == count
+
+
+def test_controller_refuses_to_start_without_a_valid_policy(start_node, policies) -> None:
+    node = start_controller(start_node, policies["corrupt"], "refuse")
+    node.proc.wait(30)
+    assert node.proc.returncode != 0
+    assert "cannot start" in node.log()

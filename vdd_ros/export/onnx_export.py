@@ -1,0 +1,141 @@
+"""Export a GaussianMoE as ONE self-contained ONNX graph that speaks raw units.
+
+The graph folds in both normalisers, selects the expert by Gumbel-max
+(z = argmax(log q(z|s) + gumbel)) and returns mu_z + L_z eps, so the runtime needs no
+torch and no knowledge of the training spaces. The noise enters as inputs (see
+``vdd_ros.export.contract``). The file is written to a temporary name in the target
+folder and renamed, so a watcher never sees a partial policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import os
+import pathlib
+import tempfile
+import warnings
+
+import onnx
+import torch
+from torch import nn
+
+from vdd_ros.data.normalizer import Normalizer
+from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, PolicyContract
+from vdd_ros.moe.policy import GaussianMoE, is_diagonal
+
+OPSET = 17
+
+
+class _RawPolicyGraph(nn.Module):
+    """(obs raw, gumbel, eps) -> (action raw, expert, gating): what the exported graph computes."""
+
+    def __init__(self, moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: Normalizer) -> None:
+        super().__init__()
+        self.moe = moe
+        self.act_chunk = moe.config.act_chunk
+        self.act_dim = moe.config.act_dim
+        self.register_buffer("obs_mean", torch.as_tensor(obs_normalizer.mean, dtype=torch.float32))
+        self.register_buffer("obs_std", torch.as_tensor(obs_normalizer.std, dtype=torch.float32))
+        self.register_buffer("act_mean", torch.as_tensor(act_normalizer.mean, dtype=torch.float32))
+        self.register_buffer("act_std", torch.as_tensor(act_normalizer.std, dtype=torch.float32))
+
+    def forward(
+        self, obs: torch.Tensor, gumbel: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.moe((obs - self.obs_mean) / self.obs_std)
+        expert = torch.argmax(out.log_gating + gumbel, dim=-1)
+        d = out.mean.shape[-1]
+        mean = torch.gather(out.mean, 1, expert.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
+        if is_diagonal(out.scale, out.mean):
+            scale = torch.gather(out.scale, 1, expert.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
+            action = mean + scale * eps
+        else:
+            scale = torch.gather(out.scale, 1, expert.view(-1, 1, 1, 1).expand(-1, 1, d, d)).squeeze(1)
+            action = mean + (scale @ eps.unsqueeze(-1)).squeeze(-1)
+        action = action.view(-1, self.act_chunk, self.act_dim) * self.act_std + self.act_mean
+        return action, expert, out.log_gating.exp()
+
+
+def check_contract(moe: GaussianMoE, contract: PolicyContract) -> None:
+    """Refuse to stamp a contract that does not describe the network."""
+    cfg = moe.config
+    pairs = {
+        "obs_dim": cfg.obs_dim,
+        "act_dim": cfg.act_dim,
+        "obs_window": cfg.obs_window,
+        "act_chunk": cfg.act_chunk,
+        "num_experts": cfg.num_experts,
+        "covariance": cfg.covariance,
+    }
+    wrong = [
+        f"{k}: contract {getattr(contract, k)!r}, network {v!r}" for k, v in pairs.items() if getattr(contract, k) != v
+    ]
+    if wrong:
+        raise ValueError("contract does not match the network: " + "; ".join(wrong))
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the controller may run as another user
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_onnx_bytes(moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: Normalizer) -> bytes:
+    """Serialised graph without metadata.
+
+    Exports a CPU copy, leaving the caller's module untouched. Uses the TorchScript
+    exporter (``dynamo=False``): one file with inline weights, a plain dynamic batch axis,
+    and 0.1-0.2 s per export versus 4.2 s for the dynamo exporter (measured, torch 2.13).
+    """
+    graph = _RawPolicyGraph(copy.deepcopy(moe).cpu(), obs_normalizer, act_normalizer).eval()
+    cfg = moe.config
+    example = (
+        torch.zeros(2, cfg.obs_window, cfg.obs_dim),
+        torch.zeros(2, cfg.num_experts),
+        torch.zeros(2, cfg.action_size),
+    )
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
+        torch.onnx.export(
+            graph,
+            example,
+            buf,
+            dynamo=False,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: "batch"} for name in (*INPUT_NAMES, *OUTPUT_NAMES)},
+            opset_version=OPSET,
+        )
+    return buf.getvalue()
+
+
+def export_policy(
+    moe: GaussianMoE,
+    contract: PolicyContract,
+    obs_normalizer: Normalizer,
+    act_normalizer: Normalizer,
+    path: str | pathlib.Path,
+) -> str:
+    """Write ``path`` (and ``<path>.sha256``) atomically; return the file's sha256."""
+    check_contract(moe, contract)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = onnx.load_from_string(to_onnx_bytes(moe, obs_normalizer, act_normalizer))
+    onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
+    onnx.checker.check_model(model)
+    data = model.SerializeToString()
+    _atomic_write(path, data)
+    digest = hashlib.sha256(data).hexdigest()
+    _atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
+    return digest

@@ -1,0 +1,233 @@
+"""Gaussian mixture-of-experts student q(a|s) = sum_z q(z|s) N(a; mu_z(s), Sigma_z(s)).
+
+Layout follows VDD (vdd_method.md §3): one shared trunk over the flattened, normalised
+observation window, one mean head and one covariance head with per-expert output slices,
+and a small gating net that reads *detached* trunk features so that the gating step
+never trains the trunk. Actions are the flattened, normalised chunk of D = H*act_dim.
+
+Covariances are returned as a ``scale`` tensor: (B, Z, D) standard deviations for the
+diagonal case, (B, Z, D, D) lower-triangular Cholesky factors for the full case. The
+functions below branch on its rank so that callers can pass detached copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vdd_ros.config import from_dict
+
+_WEIGHTS = "model.safetensors"
+_CONFIG = "moe_config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEConfig:
+    """Shape and architecture of a GaussianMoE (saved next to its weights as JSON)."""
+
+    obs_dim: int
+    act_dim: int
+    obs_window: int
+    act_chunk: int = 1
+    num_experts: int = 8
+    covariance: Literal["diagonal", "full"] = "diagonal"
+    hidden: int = 256
+    trunk_blocks: int = 2
+    head_hidden: int = 128
+    gating: Literal["learned", "uniform"] = "learned"
+    gating_hidden: int = 64
+    gating_blocks: int = 2
+    init_std: float = 1.0
+    min_std: float = 1e-4
+    mean_init_bound: float = 1.0
+
+    @property
+    def action_size(self) -> int:
+        return self.act_chunk * self.act_dim
+
+
+class MoEOutput(NamedTuple):
+    """Per-state mixture parameters in normalised action space."""
+
+    log_gating: torch.Tensor  # (B, Z)
+    mean: torch.Tensor  # (B, Z, D)
+    scale: torch.Tensor  # (B, Z, D) std, or (B, Z, D, D) Cholesky factor
+
+
+class _ResidualBlock(nn.Module):
+    """x + W2 mish(W1 mish(x)): keeps deep MLPs trainable without normalisation layers."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, width)
+        self.fc2 = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.mish(self.fc1(F.mish(x))))
+
+
+class _ResidualMLP(nn.Module):
+    """Linear lift, residual blocks, final Mish."""
+
+    def __init__(self, in_dim: int, width: int, blocks: int) -> None:
+        super().__init__()
+        self.inp = nn.Linear(in_dim, width)
+        self.blocks = nn.Sequential(*[_ResidualBlock(width) for _ in range(blocks)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.mish(self.blocks(self.inp(x)))
+
+
+def _head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.Mish(), nn.Linear(hidden, out_dim))
+
+
+def _tril_map(d: int) -> torch.Tensor:
+    """0/1 matrix placing [diagonal, strict lower entries] into a flattened D x D factor.
+
+    A constant matmul instead of index assignment: exact, differentiable, and plain MatMul in ONNX.
+    """
+    rows, cols = torch.tril_indices(d, d, offset=-1)
+    targets = torch.cat([torch.arange(d) * (d + 1), rows * d + cols])
+    m = torch.zeros(len(targets), d * d)
+    m[torch.arange(len(targets)), targets] = 1.0
+    return m
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+class GaussianMoE(nn.Module):
+    """Shared-trunk Gaussian MoE; ``forward`` maps normalised obs windows to MoEOutput."""
+
+    def __init__(self, config: MoEConfig) -> None:
+        super().__init__()
+        if config.init_std <= config.min_std:
+            raise ValueError("init_std must exceed min_std")
+        self.config = config
+        z, d = config.num_experts, config.action_size
+        self.trunk = _ResidualMLP(config.obs_window * config.obs_dim, config.hidden, config.trunk_blocks)
+        self.mean_head = _head(config.hidden, config.head_hidden, z * d)
+        cov_out = z * d if config.covariance == "diagonal" else z * d * (d + 1) // 2
+        self.cov_head = _head(config.hidden, config.head_hidden, cov_out)
+        self.gating_net: nn.Module | None = None
+        if config.gating == "learned":
+            self.gating_net = nn.Sequential(
+                _ResidualMLP(config.hidden, config.gating_hidden, config.gating_blocks),
+                nn.Linear(config.gating_hidden, z),
+            )
+        self.diag_shift = _inverse_softplus(config.init_std - config.min_std)
+        self.register_buffer("_tril_map", _tril_map(d), persistent=False)
+        self._init_heads()
+
+    def _init_heads(self) -> None:
+        """Paper §3: tiny orthogonal head weights; state-independent random initial means, cov = init_std^2 I."""
+        for head in (self.mean_head, self.cov_head):
+            for layer in head:
+                if isinstance(layer, nn.Linear):
+                    nn.init.orthogonal_(layer.weight, gain=0.01)
+                    nn.init.zeros_(layer.bias)
+        last = self.mean_head[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.uniform_(last.bias, -self.config.mean_init_bound, self.config.mean_init_bound)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """Trunk features (B, hidden) of normalised observation windows (B, T, obs_dim)."""
+        return self.trunk(obs.flatten(1))
+
+    def log_gating(self, feats: torch.Tensor) -> torch.Tensor:
+        """log q(z|s) (B, Z) from trunk features, which are detached here by design."""
+        z = self.config.num_experts
+        if self.gating_net is None:
+            return torch.full((feats.shape[0], z), -math.log(z), dtype=feats.dtype, device=feats.device)
+        return torch.log_softmax(self.gating_net(feats.detach()), dim=-1)
+
+    def experts(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means (B, Z, D) and scales of all experts from trunk features."""
+        cfg = self.config
+        b, z, d = feats.shape[0], cfg.num_experts, cfg.action_size
+        mean = self.mean_head(feats).view(b, z, d)
+        raw = self.cov_head(feats)
+        if cfg.covariance == "diagonal":
+            scale = F.softplus(raw.view(b, z, d) + self.diag_shift) + cfg.min_std
+        else:
+            raw = raw.view(b, z, -1)
+            diag = F.softplus(raw[..., :d] + self.diag_shift) + cfg.min_std
+            entries = torch.cat([diag, raw[..., d:]], dim=-1)
+            scale = (entries @ self._tril_map).view(b, z, d, d)
+        return mean, scale
+
+    def forward(self, obs: torch.Tensor) -> MoEOutput:
+        feats = self.features(obs)
+        mean, scale = self.experts(feats)
+        return MoEOutput(self.log_gating(feats), mean, scale)
+
+    def expert_parameters(self) -> list[nn.Parameter]:
+        """Trunk and heads: what the expert (M-)step trains."""
+        return [*self.trunk.parameters(), *self.mean_head.parameters(), *self.cov_head.parameters()]
+
+    def gating_parameters(self) -> list[nn.Parameter]:
+        return [] if self.gating_net is None else list(self.gating_net.parameters())
+
+    def save(self, directory: str | pathlib.Path) -> None:
+        """Weights as safetensors plus the config as JSON: loadable without pickle."""
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / _WEIGHTS))
+        (directory / _CONFIG).write_text(json.dumps(dataclasses.asdict(self.config), indent=2, sort_keys=True))
+
+    @staticmethod
+    def load(directory: str | pathlib.Path, device: str | torch.device = "cpu") -> GaussianMoE:
+        directory = pathlib.Path(directory)
+        config = from_dict(MoEConfig, json.loads((directory / _CONFIG).read_text()), where=str(directory / _CONFIG))
+        moe = GaussianMoE(config)
+        moe.load_state_dict(load_file(str(directory / _WEIGHTS), device=str(device)))
+        return moe.to(device)
+
+
+def is_diagonal(scale: torch.Tensor, mean: torch.Tensor) -> bool:
+    return scale.dim() == mean.dim()
+
+
+def expert_log_prob(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """log N(x_n; mu_k, Sigma_k) for every point n and expert k: x (B, N, D) -> (B, N, Z)."""
+    d = mean.shape[-1]
+    diff = x.unsqueeze(2) - mean.unsqueeze(1)  # (B, N, Z, D)
+    if is_diagonal(scale, mean):
+        maha = (diff / scale.unsqueeze(1)).square().sum(-1)
+        log_det = scale.log().sum(-1).unsqueeze(1)
+    else:
+        # One triangular solve per (state, expert) with all N points as right-hand sides.
+        rhs = diff.permute(0, 2, 3, 1)  # (B, Z, D, N)
+        sol = torch.linalg.solve_triangular(scale, rhs, upper=False)
+        maha = sol.square().sum(-2).transpose(1, 2)
+        log_det = torch.diagonal(scale, dim1=-2, dim2=-1).log().sum(-1).unsqueeze(1)
+    return -0.5 * maha - log_det - 0.5 * d * math.log(2 * math.pi)
+
+
+def entropy(mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Closed-form Gaussian entropy of every expert, (B, Z)."""
+    d = mean.shape[-1]
+    diag = scale if is_diagonal(scale, mean) else torch.diagonal(scale, dim1=-2, dim2=-1)
+    return diag.log().sum(-1) + 0.5 * d * (1.0 + math.log(2 * math.pi))
+
+
+def rsample(mean: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Reparameterised samples mu_z + L_z eps: eps (B, Z, V, D) -> (B, Z, V, D)."""
+    if is_diagonal(scale, mean):
+        return mean.unsqueeze(2) + scale.unsqueeze(2) * eps
+    return mean.unsqueeze(2) + torch.einsum("bzij,bzvj->bzvi", scale, eps)
+
+
+def mixture_log_prob(x: torch.Tensor, out: MoEOutput) -> torch.Tensor:
+    """log q(x|s) of points x (B, N, D) under the whole mixture, (B, N)."""
+    return torch.logsumexp(expert_log_prob(x, out.mean, out.scale) + out.log_gating.unsqueeze(1), dim=-1)

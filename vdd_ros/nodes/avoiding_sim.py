@@ -1,0 +1,148 @@
+"""The Avoiding task as a ROS node: observations out, PolicyAction in, episodes reported.
+
+Two pacing modes:
+  lockstep=false  a timer steps the task every step_period_s (real time); the newest action
+                  answering the latest observation is applied, otherwise zero (counted late).
+  lockstep=true   the task steps as soon as the action answering the latest observation
+                  arrives (as fast as the loop allows); after action_timeout_s it steps with
+                  zero (counted late).
+Until the first answering action arrives the observation is re-sent: no episode is
+wasted while the controller starts.
+Lockstep makes closed-loop evaluation over DDS deterministic in its inputs and fast.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
+
+from vdd_ros.runtime.latency import LatencyWindow
+from vdd_ros.tasks.avoiding import OBS_NAMES, AvoidingEnv, StepResult
+
+
+class AvoidingSimNode(Node):
+    """Runs Avoiding episodes one after another against whatever controller answers."""
+
+    def __init__(self) -> None:
+        super().__init__("avoiding_sim")
+        self.episodes = self.declare_parameter("episodes", 0).value  # 0 = run forever
+        self.lockstep = self.declare_parameter("lockstep", False).value
+        period = self.declare_parameter("step_period_s", 0.035).value
+        self.action_timeout = self.declare_parameter("action_timeout_s", 0.5).value
+        noise = self.declare_parameter("tracking_noise", 0.0).value
+        seed = self.declare_parameter("seed", 0).value
+        self.env = AvoidingEnv(1, tracking_noise=noise, seed=seed)
+        self._obs_pub = self.create_publisher(JointState, "observation", QoSProfile(depth=5))
+        self._result_pub = self.create_publisher(EpisodeResult, "episode_result", QoSProfile(depth=100))
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(PolicyAction, "policy_action", self._on_action, qos)
+        self._episode = 0
+        self._late = 0
+        self._rtt = LatencyWindow(512)
+        self._answer: np.ndarray | None = None
+        self._policy_id = ""
+        self._obs_stamp: tuple[int, int] = (0, 0)
+        self._obs_sent = time.monotonic()
+        self._finished = False
+        self._connected = False  # no step before the first answering action: wait for a controller
+        self._current = self.env.reset()[0]
+        self._publish_obs()
+        self.create_timer(0.05 if self.lockstep else period, self._on_timer)
+        mode = "lockstep" if self.lockstep else f"real time ({period * 1e3:.1f} ms)"
+        self.get_logger().info(f"avoiding_sim ready, {mode}, episodes={self.episodes or 'unlimited'}")
+
+    def _publish_obs(self) -> None:
+        msg = JointState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = "world"
+        msg.name = list(OBS_NAMES)
+        msg.position = self._current.astype(np.float64).tolist()
+        self._obs_stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        self._obs_sent = time.monotonic()
+        self._answer = None
+        self._obs_pub.publish(msg)
+
+    def _on_action(self, msg: PolicyAction) -> None:
+        if self._finished or (msg.observation_stamp.sec, msg.observation_stamp.nanosec) != self._obs_stamp:
+            return
+        if self._answer is None:
+            self._rtt.add(time.monotonic() - self._obs_sent)
+        self._connected = True
+        self._answer = np.asarray(msg.action[: self.env.act_dim], dtype=np.float64)
+        self._policy_id = msg.policy_id
+        if self.lockstep:
+            self._step()
+
+    def _on_timer(self) -> None:
+        if self._finished:
+            return
+        if not self._connected:
+            self._publish_obs()
+        elif self.lockstep:
+            if time.monotonic() - self._obs_sent > self.action_timeout:
+                self._step()
+        else:
+            self._step()
+
+    def _step(self) -> None:
+        if self._answer is None:
+            self._late += 1
+        action = self._answer if self._answer is not None else np.zeros(self.env.act_dim)
+        result = self.env.step(action[None])
+        self._current = result.obs[0]
+        if result.done[0]:
+            self._report(result)
+            self._current = self.env.reset()[0]
+            if self.episodes and self._episode >= self.episodes:
+                self._finished = True
+                self.get_logger().info(f"finished {self._episode} episodes")
+                return
+        self._publish_obs()
+
+    def _report(self, result: StepResult) -> None:
+        p50, p99, _ = self._rtt.summary_ms()
+        msg = EpisodeResult(
+            episode=self._episode,
+            success=bool(result.success[0]),
+            collided=bool(result.collided[0]),
+            steps=int(result.steps[0]),
+            path_index=int(result.path[0]),
+            late_actions=self._late,
+            obs_to_action_p50_ms=p50,
+            obs_to_action_p99_ms=p99,
+            policy_id=self._policy_id,
+        )
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._result_pub.publish(msg)
+        self.get_logger().info(
+            f"episode {self._episode}: {'success' if msg.success else 'failure'} in {msg.steps} steps, "
+            f"path {msg.path_index}, late actions {self._late}"
+        )
+        self._episode += 1
+        self._late = 0
+        self._rtt.clear()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = AvoidingSimNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

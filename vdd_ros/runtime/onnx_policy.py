@@ -1,0 +1,163 @@
+"""Load, validate and run an exported MoE policy with onnxruntime (no torch, no rclpy).
+
+``load_policy`` is the single gate every file passes before it may drive a robot: it
+checks the file, the graph's I/O against the contract, and runs warm-up inferences that
+must return finite values. Anything wrong raises ``ContractError`` with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract, file_sha256
+from vdd_ros.runtime.window import ObservationWindow
+
+SamplingMode = Literal["mean", "sample", "greedy"]
+SAMPLING_MODES: tuple[str, ...] = ("mean", "sample", "greedy")
+DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedPolicy:
+    """A validated, warmed-up inference session and what is known about it."""
+
+    session: ort.InferenceSession
+    contract: PolicyContract
+    path: str
+    sha256: str
+    provider: str
+    provider_fallback: bool
+
+    def run(self, obs: np.ndarray, gumbel: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One graph run: (action (B,H,A), expert (B,), gating (B,Z))."""
+        action, expert, gating = self.session.run(OUTPUT_NAMES, {"obs": obs, "gumbel": gumbel, "eps": eps})
+        return action, expert, gating
+
+
+class NoiseSource:
+    """Seeded noise for the graph's noise inputs; the mode decides which noise is live.
+
+    mean: Gumbel noise draws the expert, eps = 0 (the paper's default);
+    sample: both live (expert mean + Cholesky factor times eps);
+    greedy: both zero (most likely expert, its mean).
+    """
+
+    def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int) -> None:
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"sampling mode {mode!r} is not one of {SAMPLING_MODES}")
+        self.mode = mode
+        self._rng = np.random.default_rng(seed)
+        self._z = num_experts
+        self._d = noise_dim
+
+    def draw(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        gumbel = np.zeros((batch, self._z), dtype=np.float32)
+        eps = np.zeros((batch, self._d), dtype=np.float32)
+        if self.mode != "greedy":
+            u = self._rng.random((batch, self._z))
+            gumbel[:] = -np.log(-np.log(np.clip(u, 1e-12, 1.0 - 1e-12)))
+        if self.mode == "sample":
+            eps[:] = self._rng.standard_normal((batch, self._d))
+        return gumbel, eps
+
+
+def session_options(threads: int = 1, allow_spinning: bool = True) -> ort.SessionOptions:
+    """Options for tiny graphs: one thread, sequential, full graph optimisation."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    return opts
+
+
+def _check_io(session: ort.InferenceSession, c: PolicyContract) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    if tuple(sorted(inputs)) != tuple(sorted(INPUT_NAMES)) or not set(OUTPUT_NAMES) <= set(outputs):
+        raise ContractError(
+            f"graph I/O {sorted(inputs)} -> {sorted(outputs)} is not the vdd_ros contract "
+            f"{INPUT_NAMES} -> {OUTPUT_NAMES}"
+        )
+    expected = {
+        "obs": [c.obs_window, c.obs_dim],
+        "gumbel": [c.num_experts],
+        "eps": [c.act_chunk * c.act_dim],
+    }
+    for name, tail in expected.items():
+        shape = inputs[name].shape
+        if inputs[name].type != "tensor(float)" or list(shape[1:]) != tail:
+            raise ContractError(f"input {name!r} is {inputs[name].type}{shape}, contract expects float[B, {tail}]")
+
+
+def load_policy(
+    path: str,
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+    threads: int = 1,
+    allow_spinning: bool = True,
+    warmup_runs: int = 20,
+) -> LoadedPolicy:
+    """Open, validate and warm up ``path``; raise ContractError with a reason otherwise."""
+    if not path:
+        raise ContractError("no policy path given")
+    if not os.path.isfile(path):
+        raise ContractError(f"policy file {path!r} does not exist")
+    if not path.endswith(".onnx"):
+        raise ContractError(f"policy file {path!r} is not an .onnx file")
+    available = ort.get_available_providers()
+    usable = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(path, sess_options=session_options(threads, allow_spinning), providers=usable)
+    except Exception as exc:  # onnxruntime raises several unrelated types for bad files
+        raise ContractError(f"onnxruntime cannot load {path!r}: {exc}") from exc
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise ContractError(f"{path!r} has no {METADATA_KEY!r} metadata: not a vdd_ros policy")
+    contract = PolicyContract.from_json(meta[METADATA_KEY])
+    _check_io(session, contract)
+    active = session.get_providers()[0]
+    loaded = LoadedPolicy(session, contract, path, file_sha256(path), active, active != providers[0])
+    noise = NoiseSource("sample", 0, contract.num_experts, contract.act_chunk * contract.act_dim)
+    obs_mean = np.asarray(contract.obs_normalizer.get("mean", [0.0] * contract.obs_dim), dtype=np.float32)
+    obs = np.broadcast_to(obs_mean, (1, contract.obs_window, contract.obs_dim)).copy()
+    for _ in range(max(1, warmup_runs)):
+        try:
+            action, expert, gating = loaded.run(obs, *noise.draw(1))
+        except Exception as exc:
+            raise ContractError(f"warm-up inference failed on {path!r}: {exc}") from exc
+        if action.shape != (1, contract.act_chunk, contract.act_dim) or gating.shape != (1, contract.num_experts):
+            raise ContractError(f"warm-up output shapes {action.shape}, {gating.shape} do not match the contract")
+        if not (np.all(np.isfinite(action)) and np.all(np.isfinite(gating))):
+            raise ContractError(f"warm-up inference on {path!r} returned non-finite values")
+        if not 0 <= int(expert[0]) < contract.num_experts:
+            raise ContractError(f"warm-up returned expert index {int(expert[0])} outside [0, {contract.num_experts})")
+    return loaded
+
+
+class OnnxPolicy:
+    """An exported MoE as a ``Policy`` for N parallel rollouts (first action of the chunk)."""
+
+    def __init__(self, path: str, mode: str = "mean", seed: int = 0, loaded: LoadedPolicy | None = None) -> None:
+        self.loaded = loaded or load_policy(path)
+        self.mode = mode
+        c = self.loaded.contract
+        self.name = f"vdd-moe[{c.policy_id}]"
+        self._noise = NoiseSource(mode, seed, c.num_experts, c.act_chunk * c.act_dim)
+        self._window = ObservationWindow(1, c.obs_window, c.obs_dim)
+
+    def reset(self, n: int, seed: int) -> None:
+        c = self.loaded.contract
+        self._window = ObservationWindow(n, c.obs_window, c.obs_dim)
+        self._noise = NoiseSource(self.mode, seed, c.num_experts, c.act_chunk * c.act_dim)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        window = self._window.push(obs)
+        action, _, _ = self.loaded.run(window, *self._noise.draw(window.shape[0]))
+        return action[:, 0, :]
