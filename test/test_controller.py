@@ -73,7 +73,8 @@ def start_controller(start_node, policy: str, ns: str, *extra: str):
     return start_node(
         "controller",
         ["-r", f"__ns:=/{ns}", "-p", f"policy_path:={policy}", "-p", "observation_type:=array",
-         "-p", "control_rate_hz:=500.0", "-p", "status_rate_hz:=10.0", "-p", "stale_timeout_s:=0.3", *extra],
+         "-p", "control_rate_hz:=500.0", "-p", "status_rate_hz:=10.0", "-p", "stale_timeout_s:=0.3",
+         "-p", "realtime_priority:=50", *extra],
     )
 
 
@@ -83,9 +84,10 @@ def test_hot_swap_at_500hz_rejects_bad_files_and_keeps_running(start_node, ros: 
     client = ControllerClient(ros, ns)
     client.wait_actions(50, what=f"first actions from the controller; log:\n{node.log()}")
     assert client.actions[-1].policy_id == "policy-a"
+    first = client.wait_status()
+    assert first.execution_provider == "CPUExecutionProvider" and first.policy_id == "policy-a"
+    assert client.params.wait_for_services(10.0)
     before = client.wait_status()
-    assert before.execution_provider == "CPUExecutionProvider" and before.policy_id == "policy-a"
-
     result = client.set_policy(policies["b"])
     replied = ros.node.get_clock().now().nanoseconds
     assert result.successful, result.reason

@@ -79,9 +79,9 @@ def gaussian_score(a: torch.Tensor, scale: torch.Tensor, var_noise: torch.Tensor
 
 def test_edm_score_uses_preconditioned_denoiser() -> None:
     teacher = EDMTeacher(3, 2, obs_window=2, act_chunk=1, network=TINY)
+    sigma = teacher.sample_noise_levels(64)
     teacher.net = ExactEDMNet()
     a, obs = torch.randn(64, 1, 2), torch.randn(64, 2, 3)
-    sigma = teacher.sample_noise_levels(64)
     assert sigma.min() >= 0.2 and sigma.max() <= 0.5
     expected = gaussian_score(a, torch.ones(64), sigma**2)
     torch.testing.assert_close(teacher.score(a, obs, sigma), expected, rtol=1e-5, atol=1e-5)
@@ -103,25 +103,42 @@ def test_trained_score_approximates_gaussian_score(family: str) -> None:
     net = NetworkConfig(width=64, blocks=2, emb_dim=16)
     teacher = DDPMTeacher(1, 2, 1, 1, net) if family == "ddpm" else EDMTeacher(1, 2, 1, 1, net)
     opt = torch.optim.Adam(teacher.parameters(), lr=3e-3)
-    obs = torch.zeros(512, 1, 1)
-    for _ in range(400):
-        loss = teacher.loss(obs, MEAN + STD * torch.randn(512, 1, 2))
+    obs = torch.zeros(256, 1, 1)
+    for _ in range(250):
+        loss = teacher.loss(obs, MEAN + STD * torch.randn(256, 1, 2))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    a = MEAN + 1.5 * STD * torch.randn(512, 1, 2)
+    a = MEAN + 1.5 * STD * torch.randn(256, 1, 2)
     if family == "ddpm":
-        level = torch.full((512,), 2)
+        level = torch.full((256,), 2)
         ab = teacher.alpha_bar[level]
         expected = gaussian_score(a, ab.sqrt(), 1 - ab)
     else:
-        level = torch.full((512,), 0.3)
-        expected = gaussian_score(a, torch.ones(512), level**2)
+        level = torch.full((256,), 0.3)
+        expected = gaussian_score(a, torch.ones(256), level**2)
     with torch.no_grad():
         err = (teacher.score(a, obs, level) - expected).norm() / expected.norm()
     assert err < 0.25
-    samples = teacher.sample(obs, generator=torch.Generator().manual_seed(0))[:, 0]
-    torch.testing.assert_close(samples.mean(0), MEAN, atol=0.15, rtol=0)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_ddpm_samplers_with_exact_eps_recover_the_mean(sampler: str) -> None:
+    teacher = DDPMTeacher(1, 2, 1, 1, TINY)
+    teacher.net = ExactDDPMNet(teacher.alpha_bar, 8)
+    x = teacher.sample(torch.zeros(4000, 1, 1), sampler=sampler, generator=torch.Generator().manual_seed(0))[:, 0]
+    torch.testing.assert_close(x.mean(0), MEAN, atol=0.03, rtol=0)
+    assert torch.all(x.std(0) < STD)  # 8 coarse steps end at sigma_eff 0.205: the last step shrinks
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "euler_ancestral"])
+def test_edm_samplers_with_exact_denoiser_recover_the_data(sampler: str) -> None:
+    teacher = EDMTeacher(1, 2, 1, 1, TINY, EDMConfig(sigma_min=0.002, sigma_max=40.0))
+    teacher.net = ExactEDMNet()
+    obs = torch.zeros(4000, 1, 1)
+    x = teacher.sample(obs, steps=200, sampler=sampler, generator=torch.Generator().manual_seed(0))[:, 0]
+    torch.testing.assert_close(x.mean(0), MEAN, atol=0.05, rtol=0)
+    torch.testing.assert_close(x.std(0), STD, atol=0.05, rtol=0)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
@@ -151,7 +168,9 @@ def _meta(teacher: EDMTeacher | DDPMTeacher, task: str = "avoiding") -> TeacherM
         act_names=tuple(f"a{i}" for i in range(teacher.act_dim)),
         control_period_s=0.035,
         task=task,
-        obs_normalizer=Normalizer(np.zeros(teacher.obs_dim, np.float32), np.ones(teacher.obs_dim, np.float32)).to_dict(),
+        obs_normalizer=Normalizer(
+            np.zeros(teacher.obs_dim, np.float32), np.ones(teacher.obs_dim, np.float32)
+        ).to_dict(),
         act_normalizer=Normalizer(np.zeros(2, np.float32), np.full(2, 0.01, np.float32)).to_dict(),
     )
 
@@ -183,8 +202,10 @@ def test_bad_checkpoints_raise(tmp_path: pathlib.Path) -> None:
     (d / MODEL_FILE).write_bytes(blob[: len(blob) // 2])
     with pytest.raises(TeacherCheckpointError, match="corrupt"):
         load_teacher(d)
-    save_teacher(EDMTeacher(4, 2, 5, 1, NetworkConfig(width=16, blocks=1, emb_dim=8)), _meta(teacher), d)
-    with pytest.raises(TeacherCheckpointError):
+    narrow = EDMTeacher(4, 2, 5, 1, NetworkConfig(width=16, blocks=1, emb_dim=8))
+    save_teacher(narrow, _meta(narrow), tmp_path / "narrow")
+    (d / MODEL_FILE).write_bytes((tmp_path / "narrow" / MODEL_FILE).read_bytes())
+    with pytest.raises(TeacherCheckpointError, match="does not match"):
         load_teacher(d)  # json says width 32, weights are width 16
     (d / "teacher.json").write_text("{not json")
     with pytest.raises(TeacherCheckpointError, match="JSON"):

@@ -84,6 +84,7 @@ class MoETrainer(abc.ABC):
         self.base_lr = lr
         self.lr_decay = lr_decay
         self.iteration = 0
+        self.extra: dict[str, Any] = {}  # caller's JSON-safe state, saved and restored with checkpoints
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.expert_opt = torch.optim.Adam(moe.expert_parameters(), lr=lr)
         gating = moe.gating_parameters()
@@ -133,8 +134,8 @@ class MoETrainer(abc.ABC):
     ) -> bool:
         """Train up to iteration ``until`` (default: the end); returns False if stopped early.
 
-        Checkpoints every ``checkpoint_every`` iterations and when stopped; on a NaN the
-        error propagates and the folder keeps the last good checkpoint.
+        Checkpoints every ``checkpoint_every`` iterations, when stopped and at ``until``; on
+        a NaN the error propagates and the folder keeps the last good checkpoint.
         """
         until = self.iterations if until is None else min(until, self.iterations)
         self.moe.train()
@@ -150,9 +151,11 @@ class MoETrainer(abc.ABC):
                 on_progress({"iteration": self.iteration, "iterations": self.iterations, "lr": lr, **stats})
             if checkpoint_dir is not None and checkpoint_every > 0 and self.iteration % checkpoint_every == 0:
                 self.save_checkpoint(checkpoint_dir)
+        if checkpoint_dir is not None and (checkpoint_every <= 0 or self.iteration % checkpoint_every != 0):
+            self.save_checkpoint(checkpoint_dir)
         return True
 
-    def save_checkpoint(self, directory: str | pathlib.Path, extra: dict[str, Any] | None = None) -> None:
+    def save_checkpoint(self, directory: str | pathlib.Path) -> None:
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tag = f"{self.iteration:08d}"
@@ -170,18 +173,18 @@ class MoETrainer(abc.ABC):
             "model": model_name,
             "optim": optim_name,
             "optimizers": optim_meta,
-            "extra": extra or {},
+            "extra": self.extra,
         }
         _atomic_write(directory / _STATE, lambda p: pathlib.Path(p).write_text(json.dumps(state, indent=1)))
         for old in directory.glob("*.safetensors"):  # only after the commit point
             if old.name not in (model_name, optim_name):
                 old.unlink(missing_ok=True)
 
-    def load_checkpoint(self, directory: str | pathlib.Path) -> dict[str, Any] | None:
-        """Restore from ``directory`` if it holds a checkpoint; returns its ``extra`` dict, else None."""
+    def load_checkpoint(self, directory: str | pathlib.Path) -> bool:
+        """Restore from ``directory`` if it holds a checkpoint; False if there is none."""
         directory = pathlib.Path(directory)
         if not (directory / _STATE).is_file():
-            return None
+            return False
         state = json.loads((directory / _STATE).read_text())
         self.moe.load_state_dict(load_file(str(directory / state["model"]), device=str(self.device)))
         optim = load_file(str(directory / state["optim"]), device="cpu")
@@ -189,4 +192,5 @@ class MoETrainer(abc.ABC):
         for name, opt in self._optimizers().items():  # Adam.load_state_dict moves moments to the params' device
             _restore_optimizer(name, opt, optim, state["optimizers"][name])
         self.iteration = int(state["iteration"])
-        return state["extra"]
+        self.extra = state["extra"]
+        return True

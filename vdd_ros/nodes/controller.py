@@ -80,6 +80,7 @@ class ControllerNode(Node):
         self._latency = LatencyWindow()
         self._seq = 0
         self._last_action: np.ndarray | None = None
+        self._loop: DeadlineLoop | None = None
 
         path = p["policy_path"] or default_policy_path()
         try:
@@ -126,8 +127,11 @@ class ControllerNode(Node):
         self._status_period = 1.0 / p["status_rate_hz"]
         self._last_status = (time.monotonic(), 0)
         self.create_timer(self._status_period, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
-        self._loop = DeadlineLoop(self._period, self._tick)
+        self._loop = DeadlineLoop(self._period, self._tick, realtime_priority=p["realtime_priority"])
         self._loop.start()
+        time.sleep(0.05)
+        if self._loop.realtime_error:
+            self.get_logger().warning(f"realtime_priority not applied ({self._loop.realtime_error}); timing may jitter")
         self.get_logger().info(
             f"running at {rate:.1f} Hz, sampling_mode={p['sampling_mode']}, stale_behavior={self._stale_behaviour}"
         )
@@ -156,6 +160,7 @@ class ControllerNode(Node):
             "action_max": ([0.0], "per-dimension upper clamp; empty = none"),
             "max_action_step": (0.0, "largest change of any action dimension per tick; 0 = no limit"),
             "status_rate_hz": (1.0, "rate of ~/status and /diagnostics"),
+            "realtime_priority": (0, "SCHED_FIFO priority of the control thread (1-99); 0 = normal scheduling"),
         }
         values = {}
         for name, (default, doc) in specs.items():
@@ -213,6 +218,8 @@ class ControllerNode(Node):
     def _load(self, path: str) -> LoadedPolicy:
         p = self.get_parameter
         started = time.monotonic()
+        if self._loop is not None:  # running: start the GIL-holding session build right after a tick
+            self._loop.wait_for_slack()
         loaded = load_policy(path, tuple(p("providers").value), p("intra_op_threads").value, p("allow_spinning").value)
         self.get_logger().info(f"loaded and warmed up {path} in {1e3 * (time.monotonic() - started):.1f} ms")
         return loaded

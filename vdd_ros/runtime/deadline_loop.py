@@ -7,6 +7,7 @@ missed (skipped) rather than silently run twice in a row.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +18,9 @@ _SPIN_S = 2e-4  # last stretch before a deadline is spun, not slept, for sub-100
 class DeadlineLoop:
     """Calls ``tick()`` every ``period_s``; counts overruns and missed deadlines."""
 
-    def __init__(self, period_s: float, tick: Callable[[], None], name: str = "control_loop") -> None:
+    def __init__(
+        self, period_s: float, tick: Callable[[], None], name: str = "control_loop", realtime_priority: int = 0
+    ) -> None:
         if not period_s > 0:
             raise ValueError("period must be positive")
         self.period_s = period_s
@@ -28,6 +31,9 @@ class DeadlineLoop:
         self.missed = 0
         self.overruns = 0
         self.last_work_s = 0.0
+        self._priority = realtime_priority
+        self._tick_done = threading.Event()
+        self.realtime_error = ""  # why SCHED_FIFO could not be set, if it was asked for
 
     def start(self) -> None:
         self._thread.start()
@@ -36,7 +42,21 @@ class DeadlineLoop:
         self._stop.set()
         self._thread.join(timeout)
 
+    def wait_for_slack(self) -> None:
+        """Block until a tick has just finished (at most two periods).
+
+        Work that must hold the GIL in one piece (creating an onnxruntime session) started
+        right after a tick has nearly the whole period before the next deadline.
+        """
+        self._tick_done.clear()
+        self._tick_done.wait(2 * self.period_s)
+
     def _run(self) -> None:
+        if self._priority > 0:
+            try:  # pid 0 = this thread on Linux; needs CAP_SYS_NICE or an rtprio limit
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self._priority))
+            except (OSError, AttributeError) as exc:
+                self.realtime_error = str(exc)
         period = self.period_s
         deadline = time.monotonic()
         while not self._stop.is_set():
@@ -54,5 +74,6 @@ class DeadlineLoop:
             self._tick()
             self.last_work_s = time.monotonic() - start
             self.ticks += 1
+            self._tick_done.set()
             if self.last_work_s > period:
                 self.overruns += 1
