@@ -1,66 +1,27 @@
 """Shared fixtures: isolated ROS environment, in-test rclpy context, node subprocesses.
 
-Nodes are started from the colcon install (``install/vdd_ros/lib/vdd_ros/<exe>``) with
-``sys.executable`` and the inherited environment, so the ROS-wheel bootstrap and the
-per-run ROS_DOMAIN_ID apply; they are stopped by PID.
+Nodes are started from the colcon install (``lib/vdd_ros/<exe>``, found through the
+ament index) with ``sys.executable`` and the inherited environment, so the ROS-wheel
+bootstrap and the per-run ROS_DOMAIN_ID apply; they are stopped by PID.
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from vdd_ros.nodes.process import NodeProcess
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-INSTALL_LIB = REPO / "install" / "vdd_ros" / "lib" / "vdd_ros"
 
 
 def _require_isolated_ros() -> None:
     if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != "LOCALHOST" or "ROS_DOMAIN_ID" not in os.environ:
         pytest.fail("ROS tests need ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and a ROS_DOMAIN_ID: run `make test`")
-
-
-class NodeProcess:
-    """A node executable running in its own process, logging to a file."""
-
-    def __init__(self, executable: str, ros_args: list[str], log_path: pathlib.Path) -> None:
-        exe = INSTALL_LIB / executable
-        if not exe.exists():
-            raise FileNotFoundError(f"{exe} is not installed; run `make setup`")
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [sys.executable, str(exe), "--ros-args", *ros_args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=os.environ.copy(),
-            start_new_session=True,
-        )
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT (graceful), then SIGKILL; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
-        self._log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -1,0 +1,206 @@
+"""Benchmark the control loop over DDS: latency, achieved rate, overruns, hot-swap cost.
+
+For each control rate, a controller process serves a policy while this process publishes
+stamped JointState observations and times the first PolicyAction answering each one
+(observation-to-action latency across two processes). Then the policy is swapped back
+and forth through the parameter service while the loop runs at 500 Hz.
+
+  python -m vdd_ros.cli.bench_loop [--policy P.onnx] [--rates 100 500 1000] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
+
+from vdd_ros.export.random_policy import export_random_policy
+from vdd_ros.nodes.process import NodeProcess
+
+
+class _Probe:
+    """Publishes observations and matches answering actions by observation stamp."""
+
+    def __init__(self, ns: str, names: list[str]) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("vdd_bench_loop", context=self.context)
+        self.names = names
+        self.sent: dict[tuple[int, int], float] = {}
+        self.latency: list[float] = []
+        self.actions: list[PolicyAction] = []
+        self.status: list[PolicyStatus] = []
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.node.create_subscription(PolicyAction, f"{ns}/policy_action", self._on_action, qos)
+        self.node.create_subscription(PolicyStatus, f"{ns}/vdd_controller/status", self.status.append, 10)
+        self.pub = self.node.create_publisher(JointState, f"{ns}/observation", 5)
+        self.params = AsyncParameterClient(self.node, f"{ns}/vdd_controller")
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.rng = np.random.default_rng(0)
+
+    def _on_action(self, msg: PolicyAction) -> None:
+        now = time.monotonic()
+        self.actions.append(msg)
+        key = (msg.observation_stamp.sec, msg.observation_stamp.nanosec)
+        sent = self.sent.pop(key, None)
+        if sent is not None:
+            self.latency.append(now - sent)
+
+    def publish(self) -> None:
+        msg = JointState(name=self.names, position=self.rng.normal(0, 0.1, len(self.names)).tolist())
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
+        self.pub.publish(msg)
+
+    def run_for(self, seconds: float, obs_rate: float = 100.0) -> None:
+        end = time.monotonic() + seconds
+        next_pub = time.monotonic()
+        while time.monotonic() < end:
+            if time.monotonic() >= next_pub:
+                self.publish()
+                next_pub += 1.0 / obs_rate
+            self.executor.spin_once(timeout_sec=0.001)
+
+    def wait(self, predicate, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > end:
+                raise TimeoutError(f"bench_loop: no {what} within {timeout} s")
+            self.publish()
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _start(policy: str, rate: float, ns: str, log_dir: pathlib.Path, priority: int) -> NodeProcess:
+    return NodeProcess(
+        "controller",
+        ["-r", f"__ns:={ns}", "-p", f"policy_path:={policy}", "-p", f"control_rate_hz:={rate}",
+         "-p", "status_rate_hz:=2.0", "-p", f"realtime_priority:={priority}", "-p", "stale_timeout_s:=1.0"],
+        log_dir / f"controller_{int(rate)}.log",
+    )
+
+
+def bench_rate(policy: str, names: list[str], rate: float, seconds: float, log_dir: pathlib.Path,
+               priority: int) -> dict:
+    ns = f"/bench_{int(rate)}"
+    proc = _start(policy, rate, ns, log_dir, priority)
+    probe = _Probe(ns, names)
+    try:
+        probe.wait(lambda: len(probe.status) >= 2 and len(probe.actions) > 10, 30.0, "controller output")
+        probe.latency.clear()
+        first = probe.status[-1]
+        probe.run_for(seconds)
+        probe.wait(lambda: probe.status[-1].ticks > first.ticks + 1 and len(probe.status) > 3, 5.0, "status")
+        last = probe.status[-1]
+        lat = np.array(probe.latency) * 1e3
+        result = {
+            "rate_hz": rate,
+            "achieved_hz": (last.ticks - first.ticks) / max(1e-9, stamp_s(last) - stamp_s(first)),
+            "obs_to_action_p50_ms": float(np.percentile(lat, 50)),
+            "obs_to_action_p99_ms": float(np.percentile(lat, 99)),
+            "inference_p50_ms": float(last.inference_latency_p50_ms),
+            "inference_p99_ms": float(last.inference_latency_p99_ms),
+            "overruns": int(last.tick_overruns - first.tick_overruns),
+            "missed_ticks": int(last.missed_ticks - first.missed_ticks),
+            "ticks": int(last.ticks - first.ticks),
+            "samples": len(lat),
+        }
+    finally:
+        probe.close()
+        proc.stop()
+    return result
+
+
+def stamp_s(msg) -> float:
+    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+
+
+def bench_swap(policies: list[str], names: list[str], swaps: int, log_dir: pathlib.Path, priority: int) -> dict:
+    """Swap between policies at 500 Hz; time the parameter call and count missed ticks."""
+    ns = "/bench_swap"
+    proc = _start(policies[0], 500.0, ns, log_dir, priority)
+    probe = _Probe(ns, names)
+    call_ms, first_action_ms = [], []
+    try:
+        probe.wait(lambda: len(probe.status) >= 2, 30.0, "controller status")
+        assert probe.params.wait_for_services(10.0)
+        probe.run_for(0.5)
+        before = probe.status[-1]
+        for i in range(swaps):
+            target = policies[(i + 1) % len(policies)]
+            t0 = time.monotonic()
+            future = probe.params.set_parameters([Parameter("policy_path", value=target)])
+            probe.wait(future.done, 10.0, "parameter reply")
+            t1 = time.monotonic()
+            if not future.result().results[0].successful:
+                raise RuntimeError(f"swap rejected: {future.result().results[0].reason}")
+            call_ms.append((t1 - t0) * 1e3)
+            want = pathlib.Path(target).stem
+            count = len(probe.actions)
+            probe.wait(lambda w=want, c=count: any(a.policy_id == w for a in probe.actions[c:]), 5.0, "new actions")
+            first_action_ms.append((time.monotonic() - t0) * 1e3)
+            probe.run_for(0.3)
+        probe.run_for(0.6)
+        after = probe.status[-1]
+    finally:
+        probe.close()
+        proc.stop()
+    return {
+        "swaps": swaps,
+        "swap_call_p50_ms": float(np.median(call_ms)),
+        "swap_call_max_ms": float(np.max(call_ms)),
+        "swap_to_first_new_action_p50_ms": float(np.median(first_action_ms)),
+        "missed_ticks_during_swaps": int(after.missed_ticks - before.missed_ticks),
+        "overruns_during_swaps": int(after.tick_overruns - before.tick_overruns),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0, 1000.0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--swaps", type=int, default=10)
+    ap.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority of the control thread")
+    ap.add_argument("--out", default="runs/bench_loop.json")
+    args = ap.parse_args(argv)
+    log_dir = pathlib.Path(tempfile.mkdtemp(prefix="vdd_bench_loop_"))
+    names = [f"obs_{i}" for i in range(4)]
+    policies = [str(log_dir / f"policy_{k}.onnx") for k in ("a", "b")]
+    for k, path in enumerate(policies):
+        export_random_policy(path, policy_id=pathlib.Path(path).stem, seed=k, num_experts=8)
+    report = {"rates": [], "swap": None, "realtime_priority": args.realtime_priority}
+    for rate in args.rates:
+        r = bench_rate(policies[0], names, rate, args.seconds, log_dir, args.realtime_priority)
+        report["rates"].append(r)
+        print(f"{rate:6.0f} Hz: achieved {r['achieved_hz']:7.1f} Hz, obs->action p50 {r['obs_to_action_p50_ms']:.3f} "
+              f"p99 {r['obs_to_action_p99_ms']:.3f} ms, inference p99 {r['inference_p99_ms']:.3f} ms, "
+              f"overruns {r['overruns']}, missed {r['missed_ticks']}", flush=True)
+    report["swap"] = bench_swap(policies, names, args.swaps, log_dir, args.realtime_priority)
+    s = report["swap"]
+    print(f"swap at 500 Hz x{s['swaps']}: call p50 {s['swap_call_p50_ms']:.1f} ms (max {s['swap_call_max_ms']:.1f}), "
+          f"first new action p50 {s['swap_to_first_new_action_p50_ms']:.1f} ms, "
+          f"missed ticks {s['missed_ticks_during_swaps']}, overruns {s['overruns_during_swaps']}")
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Measure a policy through the real ROS loop: controller + avoiding_sim processes over DDS.
+
+The simulator runs in lockstep (it steps as soon as the answering action arrives), so the
+policy sees exactly the inputs it would see in-process while every observation and action
+crosses Fast DDS between two processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile
+from vdd_ros_msgs.msg import EpisodeResult, PolicyStatus
+
+from vdd_ros.nodes.process import NodeProcess
+from vdd_ros.tasks.avoiding import NUM_PATHS
+from vdd_ros.tasks.metrics import behaviour_entropy, path_histogram
+
+
+@dataclasses.dataclass
+class LoopResult:
+    episodes: int
+    success_rate: float
+    entropy: float
+    mode_counts: list[int]
+    late_actions: int
+    obs_to_action_p50_ms: float  # median over episodes of the per-episode median round trip
+    obs_to_action_p99_ms: float  # worst per-episode p99
+    inference_p50_ms: float  # from the controller's last status
+    inference_p99_ms: float
+    wall_s: float
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_ros_loop(
+    policy_path: str,
+    episodes: int = 24,
+    control_rate_hz: float = 500.0,
+    sampling_mode: str = "mean",
+    seed: int = 0,
+    timeout_s: float = 600.0,
+    log_dir: str | None = None,
+    namespace: str = "vdd_eval",
+) -> LoopResult:
+    """Run ``episodes`` Avoiding episodes through controller + simulator processes."""
+    log_dir = log_dir or tempfile.mkdtemp(prefix="vdd_loop_")
+    ns = f"/{namespace}_{os.getpid()}"
+    controller = NodeProcess(
+        "controller",
+        ["-r", f"__ns:={ns}", "-p", f"policy_path:={os.path.abspath(policy_path)}",
+         "-p", f"control_rate_hz:={control_rate_hz}", "-p", f"sampling_mode:={sampling_mode}",
+         "-p", f"seed:={seed}", "-p", "stale_timeout_s:=1.0"],
+        pathlib.Path(log_dir, "controller.log"),
+    )
+    sim = NodeProcess(
+        "avoiding_sim",
+        ["-r", f"__ns:={ns}", "-p", "lockstep:=true", "-p", f"episodes:={episodes}", "-p", f"seed:={seed}"],
+        pathlib.Path(log_dir, "avoiding_sim.log"),
+    )
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("vdd_loop_eval", context=context)
+    results: list[EpisodeResult] = []
+    status: list[PolicyStatus] = []
+    node.create_subscription(EpisodeResult, f"{ns}/episode_result", results.append, QoSProfile(depth=100))
+    node.create_subscription(PolicyStatus, f"{ns}/vdd_controller/status", status.append, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    started = time.monotonic()
+    try:
+        last_report = 0
+        while len(results) < episodes:
+            executor.spin_once(timeout_sec=0.1)
+            for proc in (controller, sim):
+                if not proc.alive():
+                    raise RuntimeError(f"{proc.log_path.stem} exited early; log:\n{proc.log()[-2000:]}")
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError(f"ROS loop: {len(results)}/{episodes} episodes after {timeout_s:.0f} s")
+            if len(results) >= last_report + max(1, episodes // 8):
+                last_report = len(results)
+                ok = np.mean([r.success for r in results])
+                print(f"  ROS loop: {len(results)}/{episodes} episodes, success so far {ok:.2f}", flush=True)
+        wall = time.monotonic() - started
+    finally:
+        for proc in (sim, controller):
+            proc.stop()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    success = np.array([r.success for r in results])
+    paths = np.array([r.path_index if r.success else -1 for r in results])
+    counts = path_histogram(paths, NUM_PATHS)
+    last = status[-1] if status else None
+    return LoopResult(
+        episodes=len(results),
+        success_rate=float(success.mean()),
+        entropy=behaviour_entropy(counts),
+        mode_counts=[int(c) for c in counts],
+        late_actions=int(sum(r.late_actions for r in results)),
+        obs_to_action_p50_ms=float(np.median([r.obs_to_action_p50_ms for r in results])),
+        obs_to_action_p99_ms=float(max(r.obs_to_action_p99_ms for r in results)),
+        inference_p50_ms=float(last.inference_latency_p50_ms) if last else float("nan"),
+        inference_p99_ms=float(last.inference_latency_p99_ms) if last else float("nan"),
+        wall_s=wall,
+    )

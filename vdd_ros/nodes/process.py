@@ -1,0 +1,59 @@
+"""Start this package's node executables as child processes and stop them by PID.
+
+Used by the ROS-loop evaluation, the demo and the tests. Children run with
+``sys.executable`` and the inherited environment (the ROS wheels' bootstrap, the
+caller's ROS_DOMAIN_ID and loopback-only discovery).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+from ament_index_python.packages import get_package_prefix
+
+
+def executable_path(name: str) -> pathlib.Path:
+    """The installed executable ``lib/vdd_ros/<name>``."""
+    exe = pathlib.Path(get_package_prefix("vdd_ros")) / "lib" / "vdd_ros" / name
+    if not exe.exists():
+        raise FileNotFoundError(f"{exe} is not installed; run `make setup` (colcon build)")
+    return exe
+
+
+class NodeProcess:
+    """A node executable running in its own process group, logging to a file."""
+
+    def __init__(self, executable: str, ros_args: list[str], log_path: str | os.PathLike[str]) -> None:
+        self.log_path = pathlib.Path(log_path)
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [sys.executable, str(executable_path(executable)), "--ros-args", *ros_args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGINT (graceful shutdown), then SIGKILL to the group; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        if not self._log.closed:
+            self._log.close()
+        return self.proc.returncode
