@@ -178,6 +178,7 @@ def _meta(teacher: EDMTeacher | DDPMTeacher, task: str = "avoiding") -> TeacherM
 @pytest.mark.parametrize("family", ["ddpm", "edm"])
 def test_checkpoint_roundtrip_is_bit_exact(tmp_path: pathlib.Path, family: str) -> None:
     teacher = (DDPMTeacher if family == "ddpm" else EDMTeacher)(4, 2, 5, 1, TINY).eval()
+    teacher.net.fit_delta_scale(torch.randn(64, 5, 4))  # a fitted buffer must travel with the weights
     meta = _meta(teacher)
     save_teacher(teacher, meta, tmp_path / "ckpt")
     loaded, loaded_meta = load_teacher(tmp_path / "ckpt")

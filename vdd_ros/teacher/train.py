@@ -200,6 +200,9 @@ def train_teacher(
         step, elapsed = state.step, float(state.info.get("seconds", 0.0))
     obs = torch.from_numpy(data.obs_norm.normalize(data.obs)).to(device)
     act = torch.from_numpy(data.act_norm.normalize(data.actions)).to(device)
+    if not resume:
+        teacher.net.fit_delta_scale(obs)
+        ema.net.delta_scale.copy_(teacher.net.delta_scale)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
     loss_avg, start = float("nan"), time.monotonic() - elapsed
 
