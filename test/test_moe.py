@@ -94,3 +94,12 @@ def test_save_load_round_trip_without_pickle(tmp_path, covariance):
     with torch.no_grad():
         for a, b in zip(moe(obs), loaded(obs), strict=True):
             assert torch.equal(a, b)
+
+
+def test_velocity_features_are_rescaled_and_saved(tmp_path):
+    moe = _moe()
+    obs = torch.cumsum(0.01 * torch.randn(64, 4, 3), dim=1)  # slow motion, as in z-scored positions
+    moe.fit_delta_scale(obs)
+    assert torch.all(moe.delta_scale > 50)
+    moe.save(tmp_path)
+    assert torch.equal(GaussianMoE.load(tmp_path).delta_scale, moe.delta_scale)

@@ -147,6 +147,7 @@ def _moe_config(cfg: DistillConfig, meta: TeacherMeta) -> MoEConfig:
 def _make_trainer(cfg: DistillConfig, inputs: _Inputs, device: torch.device) -> MoETrainer:
     torch.manual_seed(cfg.seed)
     moe = GaussianMoE(_moe_config(cfg, inputs.meta))
+    moe.fit_delta_scale(inputs.obs)
     if cfg.method == "em":
         em = EMConfig(iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
         return EMTrainer(moe, inputs.obs, inputs.actions, em, device)

@@ -48,6 +48,7 @@ class MoEConfig:
     init_std: float = 1.0
     min_std: float = 1e-4
     mean_init_bound: float = 1.0
+    velocity_features: bool = True
 
     @property
     def action_size(self) -> int:
@@ -115,7 +116,11 @@ class GaussianMoE(nn.Module):
             raise ValueError("init_std must exceed min_std")
         self.config = config
         z, d = config.num_experts, config.action_size
-        self.trunk = _ResidualMLP(config.obs_window * config.obs_dim, config.hidden, config.trunk_blocks)
+        in_dim = config.obs_window * config.obs_dim
+        if config.velocity_features and config.obs_window > 1:
+            in_dim += (config.obs_window - 1) * config.obs_dim
+        self.register_buffer("delta_scale", torch.ones(config.obs_dim))
+        self.trunk = _ResidualMLP(in_dim, config.hidden, config.trunk_blocks)
         self.mean_head = _head(config.hidden, config.head_hidden, z * d)
         cov_out = z * d if config.covariance == "diagonal" else z * d * (d + 1) // 2
         self.cov_head = _head(config.hidden, config.head_hidden, cov_out)
@@ -140,9 +145,23 @@ class GaussianMoE(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.uniform_(last.bias, -self.config.mean_init_bound, self.config.mean_init_bound)
 
+    def fit_delta_scale(self, obs: torch.Tensor) -> None:
+        """Scale successive differences of training windows (N, T, obs_dim) to unit std.
+
+        Observations are z-scored over the whole workspace, so one control step moves a
+        position by ~0.01: unscaled, the trunk barely sees the direction of motion, which
+        is what lets an expert choice persist from one step to the next.
+        """
+        if obs.shape[1] > 1:
+            std = (obs[:, 1:] - obs[:, :-1]).reshape(-1, obs.shape[-1]).std(0)
+            self.delta_scale.copy_(1.0 / std.clamp_min(1e-6))
+
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Trunk features (B, hidden) of normalised observation windows (B, T, obs_dim)."""
-        return self.trunk(obs.flatten(1))
+        x = obs.flatten(1)
+        if self.config.velocity_features and obs.shape[1] > 1:
+            x = torch.cat([x, ((obs[:, 1:] - obs[:, :-1]) * self.delta_scale).flatten(1)], dim=-1)
+        return self.trunk(x)
 
     def log_gating(self, feats: torch.Tensor) -> torch.Tensor:
         """log q(z|s) (B, Z) from trunk features, which are detached here by design."""

@@ -1,0 +1,210 @@
+"""The whole product in one command (``make demo``; ``make demo FAST=1`` for a quick look).
+
+demonstrations -> DDPM teacher -> VDD distillation -> ONNX -> controller + avoiding_sim over
+ROS 2, then one summary: teacher vs VDD quality, inference latency and speed-up, loop
+latency, and the plots written. Every stage resumes or is skipped when its output is
+already complete, so a second run (or a run after Ctrl-C) continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import time
+
+import numpy as np
+import torch
+
+from vdd_ros.cli import collect_demos
+from vdd_ros.cli.bench import machine_name
+from vdd_ros.cli.train_teacher import _rollout_eval
+from vdd_ros.config import load_config
+from vdd_ros.distill.run import load_params_file, run_distillation
+from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
+from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
+from vdd_ros.teacher.policy import TeacherPolicy
+from vdd_ros.teacher.train import STATE_DIR, TeacherTrainConfig, load_train_data, train_teacher
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoPlan:
+    root: pathlib.Path
+    demos: int
+    teacher_iterations: int
+    distill_iterations: int
+    eval_episodes: int
+    ros_episodes: int
+
+
+FULL = DemoPlan(pathlib.Path("runs/demo"), 240, 20000, 2000, 480, 24)
+FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 96, 3000, 400, 96, 6)
+
+
+def _stage(n: int, text: str) -> float:
+    print(f"\n=== [{n}/6] {text}", flush=True)
+    return time.monotonic()
+
+
+def _teacher_step(out: pathlib.Path) -> int:
+    state = out / STATE_DIR / "state.json"
+    return json.loads(state.read_text())["step"] if state.exists() else -1
+
+
+def _latency_samples(fn, repeats: int) -> np.ndarray:
+    for _ in range(20):
+        fn()
+    samples = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples[i] = time.perf_counter() - start
+    return samples * 1e3
+
+
+def _histogram(teacher_ms: np.ndarray, moe_ms: np.ndarray, loop: dict, path: pathlib.Path, steps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.logspace(np.log10(min(moe_ms.min(), teacher_ms.min()) * 0.8), np.log10(teacher_ms.max() * 1.2), 60)
+    ax.hist(teacher_ms, bins=bins, alpha=0.7, label=f"teacher, {steps} DDIM steps (PyTorch)")
+    ax.hist(moe_ms, bins=bins, alpha=0.7, label="VDD MoE, one ONNX run (onnxruntime)")
+    ax.axvline(loop["obs_to_action_p50_ms"], color="k", ls="--", label="ROS loop obs->action p50")
+    ax.set(xscale="log", xlabel="batch-1 latency [ms]", ylabel="calls", title="One action on this CPU (1 thread)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fast", action="store_true", help="small budgets: a quick look in a few minutes")
+    args = ap.parse_args(argv)
+    plan = FAST if args.fast else FULL
+    root = plan.root
+    root.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"vdd_ros demo ({'FAST' if args.fast else 'full'}) on {machine_name()}, training on {device}; "
+          f"outputs in {root}/", flush=True)
+
+    t = _stage(1, f"scripted multi-modal demonstrations ({plan.demos} episodes, 24 paths)")
+    demos = root / "demos.safetensors"
+    if not demos.exists():
+        collect_demos.main(["--episodes", str(plan.demos), "--out", str(demos)])
+    print(f"    {demos} ({time.monotonic() - t:.0f} s)")
+
+    t = _stage(2, f"DDPM diffusion teacher ({plan.teacher_iterations} iterations)")
+    teacher_dir = root / "teacher_ddpm"
+    tcfg = dataclasses.replace(load_config(TeacherTrainConfig, "config/teacher_avoiding.yaml"),
+                               dataset=str(demos), out=str(teacher_dir), iterations=plan.teacher_iterations)
+    step = _teacher_step(teacher_dir)
+    if step < tcfg.iterations:
+        data = load_train_data(tcfg)
+        result = train_teacher(tcfg, data, teacher_dir, resume=step >= 0,
+                               evaluate=_rollout_eval(tcfg.eval_episodes, tcfg.seed))
+        if result.interrupted:
+            print("interrupted: run `make demo` again to resume")
+            return 130
+    print(f"    {teacher_dir} ({time.monotonic() - t:.0f} s)")
+
+    t = _stage(3, f"VDD distillation into 8 experts ({plan.distill_iterations} iterations) and ONNX export")
+    dcfg = dataclasses.replace(load_params_file("config/distill_avoiding.yaml"), teacher=str(teacher_dir),
+                               dataset=str(demos), output=str(root / "distill_vdd"),
+                               iterations=plan.distill_iterations, final_eval_episodes=plan.eval_episodes,
+                               eval_every=max(plan.distill_iterations // 4, 1))
+    summary_file = root / "distill_vdd" / "summary.json"
+    done = summary_file.exists() and json.loads(summary_file.read_text()).get("status") == "done"
+    summary = json.loads(summary_file.read_text()) if done else run_distillation(dcfg, _print_event)
+    if summary["status"] != "done":
+        print("interrupted: run `make demo` again to resume")
+        return 130
+    policy_path = summary["policy"]
+    print(f"    {policy_path} sha256 {summary['sha256'][:12]} ({time.monotonic() - t:.0f} s)")
+
+    t = _stage(4, f"teacher vs VDD on Avoiding ({plan.eval_episodes} rollouts each)")
+    teacher = TeacherPolicy.from_checkpoint(teacher_dir)
+    t_res = run_rollouts(teacher, episodes=plan.eval_episodes, seed=0)
+    s_res = run_rollouts(OnnxPolicy(policy_path), episodes=plan.eval_episodes, seed=0)
+    plots = {"teacher trajectories": root / "trajectories_teacher.png",
+             "VDD trajectories": root / "trajectories_vdd.png",
+             "latency histogram": root / "latency_histogram.png"}
+    plot_trajectories(t_res, plots["teacher trajectories"],
+                      f"DDPM teacher: success {t_res.success_rate:.2f}, entropy {t_res.entropy:.2f}")
+    plot_trajectories(s_res, plots["VDD trajectories"],
+                      f"VDD MoE: success {s_res.success_rate:.2f}, entropy {s_res.entropy:.2f}")
+    print(f"    ({time.monotonic() - t:.0f} s)")
+
+    _stage(5, "batch-1 inference latency on this CPU (1 thread)")
+    torch.set_num_threads(1)
+    steps = teacher.teacher.config.sample_steps
+    obs_t = torch.zeros(1, teacher.meta.obs_window, teacher.meta.obs_dim)
+    with torch.no_grad():
+        teacher_ms = _latency_samples(lambda: teacher.teacher.sample(obs_t, steps=steps), 300)
+    loaded = load_policy(policy_path)
+    c = loaded.contract
+    feed = (np.zeros((1, c.obs_window, c.obs_dim), np.float32),
+            *NoiseSource("mean", 0, c.num_experts, c.act_chunk * c.act_dim).draw(1))
+    moe_ms = _latency_samples(lambda: loaded.run(*feed), 2000)
+
+    t = _stage(6, f"closed loop over ROS 2: controller + avoiding_sim processes, {plan.ros_episodes} episodes")
+    from vdd_ros.nodes.loop_eval import run_ros_loop
+
+    loop = run_ros_loop(policy_path, episodes=plan.ros_episodes, log_dir=str(root)).to_json_dict()
+    _histogram(teacher_ms, moe_ms, loop, plots["latency histogram"], steps)
+    print(f"    ({time.monotonic() - t:.0f} s)")
+
+    speedup = float(np.median(teacher_ms) / np.median(moe_ms))
+    report = {
+        "machine": machine_name(),
+        "teacher": {"success_rate": t_res.success_rate, "entropy": t_res.entropy, "steps": steps},
+        "vdd": {"success_rate": s_res.success_rate, "entropy": s_res.entropy},
+        "episodes": plan.eval_episodes,
+        "latency_ms": {"teacher_p50": float(np.median(teacher_ms)), "teacher_p99": float(np.percentile(teacher_ms, 99)),
+                       "vdd_p50": float(np.median(moe_ms)), "vdd_p99": float(np.percentile(moe_ms, 99)),
+                       "speedup_p50": speedup},
+        "ros_loop": loop,
+        "policy": policy_path,
+        "plots": {k: str(v) for k, v in plots.items()},
+        "total_seconds": round(time.monotonic() - started, 1),
+    }
+    (root / "demo_summary.json").write_text(json.dumps(report, indent=2))
+    _print_summary(report)
+    return 0
+
+
+def _print_event(event: dict) -> None:
+    kind = event.get("event")
+    if kind == "train" and event["iteration"] % 200 == 0:
+        print(f"    distill {event['iteration']}/{event['iterations']}", flush=True)
+    elif kind in ("eval", "final_eval"):
+        print(f"    {kind} @ {event['iteration']}: success {event['success_rate']:.3f}, "
+              f"entropy {event['entropy']:.3f} ({event['episodes']} rollouts)", flush=True)
+
+
+def _print_summary(r: dict) -> None:
+    lat, loop = r["latency_ms"], r["ros_loop"]
+    print("\n" + "=" * 72)
+    print(f"vdd_ros demo summary ({r['machine']}, {r['total_seconds']:.0f} s)")
+    print("=" * 72)
+    print(f"{'':24}{'success':>10}{'entropy':>10}   ({r['episodes']} rollouts, seed 0)")
+    print(f"{'DDPM teacher':24}{r['teacher']['success_rate']:>10.3f}{r['teacher']['entropy']:>10.3f}")
+    print(f"{'VDD MoE (ONNX)':24}{r['vdd']['success_rate']:>10.3f}{r['vdd']['entropy']:>10.3f}")
+    print(f"inference, batch 1:  teacher {r['teacher']['steps']} steps p50 {lat['teacher_p50']:.3f} ms  |  "
+          f"VDD one ONNX run p50 {lat['vdd_p50']:.3f} ms (p99 {lat['vdd_p99']:.3f})  ->  {lat['speedup_p50']:.0f}x")
+    print(f"ROS loop ({loop['episodes']} episodes over DDS): success {loop['success_rate']:.3f}, "
+          f"obs->action p50 {loop['obs_to_action_p50_ms']:.2f} ms, p99 {loop['obs_to_action_p99_ms']:.2f} ms, "
+          f"late actions {loop['late_actions']}")
+    print(f"policy: {r['policy']}")
+    for name, path in r["plots"].items():
+        print(f"plot ({name}): {path}")
+    print("=" * 72)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
