@@ -97,9 +97,12 @@ def test_save_load_round_trip_without_pickle(tmp_path, covariance):
 
 
 def test_velocity_features_are_rescaled_and_saved(tmp_path):
-    moe = _moe()
+    moe = _moe(velocity_gain=2.0)
     obs = torch.cumsum(0.01 * torch.randn(64, 4, 3), dim=1)  # slow motion, as in z-scored positions
     moe.fit_delta_scale(obs)
     assert torch.all(moe.delta_scale > 50)
     moe.save(tmp_path)
-    assert torch.equal(GaussianMoE.load(tmp_path).delta_scale, moe.delta_scale)
+    loaded = GaussianMoE.load(tmp_path)
+    assert torch.equal(loaded.delta_scale, moe.delta_scale)
+    with torch.no_grad():
+        assert torch.equal(loaded(obs).mean, moe(obs).mean)

@@ -30,8 +30,17 @@ ACT_NORM = Normalizer(np.array([0.001, 0.004], np.float32), np.array([0.01, 0.02
 def _moe(covariance: str) -> GaussianMoE:
     torch.manual_seed(0)
     moe = GaussianMoE(
-        MoEConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, obs_window=T, act_chunk=H, num_experts=Z, covariance=covariance)
+        MoEConfig(
+            obs_dim=OBS_DIM,
+            act_dim=ACT_DIM,
+            obs_window=T,
+            act_chunk=H,
+            num_experts=Z,
+            covariance=covariance,
+            velocity_gain=1.5,
+        )
     )
+    moe.fit_delta_scale(torch.cumsum(0.05 * torch.randn(32, T, OBS_DIM), dim=1))
     with torch.no_grad():  # make the graph non-trivial: state-dependent means, skewed gating, correlations
         for p in moe.parameters():
             p.add_(0.1 * torch.randn_like(p))

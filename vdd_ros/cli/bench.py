@@ -33,7 +33,8 @@ from vdd_ros.teacher.policy import TeacherPolicy
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def _time_calls(fn: Callable[[], object], repeats: int, warmup: int = 20) -> dict[str, float]:
+def latency_samples_ms(fn: Callable[[], object], repeats: int, warmup: int = 20) -> np.ndarray:
+    """Wall time of ``repeats`` calls after ``warmup`` untimed ones, in milliseconds."""
     for _ in range(warmup):
         fn()
     samples = np.empty(repeats)
@@ -41,7 +42,11 @@ def _time_calls(fn: Callable[[], object], repeats: int, warmup: int = 20) -> dic
         start = time.perf_counter()
         fn()
         samples[i] = time.perf_counter() - start
-    p50, p99 = np.percentile(samples * 1e3, [50, 99])
+    return samples * 1e3
+
+
+def _time_calls(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    p50, p99 = np.percentile(latency_samples_ms(fn, repeats), [50, 99])
     return {"p50_ms": float(p50), "p99_ms": float(p99)}
 
 
@@ -66,8 +71,15 @@ def teacher_onnx_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         path = pathlib.Path(tmp, "teacher.onnx")
         try:
-            torch.onnx.export(_UnrolledSampler(policy.teacher, steps).eval(), (obs,), str(path), dynamo=False,
-                              input_names=["obs"], output_names=["action"], opset_version=17)
+            torch.onnx.export(
+                _UnrolledSampler(policy.teacher, steps).eval(),
+                (obs,),
+                str(path),
+                dynamo=False,
+                input_names=["obs"],
+                output_names=["action"],
+                opset_version=17,
+            )
             session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
         except Exception as exc:  # exporter limitations are reported, not fatal
             return f"not exportable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -122,10 +134,13 @@ def markdown(report: dict) -> str:
     for row in report["rows"]:
         lat = row["latency"]
         ort_l = lat.get("onnxruntime")
-        speed = (f"{base['p50_ms'] / ort_l['p50_ms']:.1f}x" if isinstance(base, dict) and isinstance(ort_l, dict)
-                 else "n/a")
-        lines.append(f"| {row['name']} | {row['success_rate']:.3f} | {row['entropy']:.3f} | {_fmt(ort_l)} | "
-                     f"{_fmt(lat.get('torch'))} | {speed} |")
+        speed = (
+            f"{base['p50_ms'] / ort_l['p50_ms']:.1f}x" if isinstance(base, dict) and isinstance(ort_l, dict) else "n/a"
+        )
+        lines.append(
+            f"| {row['name']} | {row['success_rate']:.3f} | {row['entropy']:.3f} | {_fmt(ort_l)} | "
+            f"{_fmt(lat.get('torch'))} | {speed} |"
+        )
     lines += ["", f"Plot: `{report['plot']}`. Reproduce: `{report['command']}`"]
     return "\n".join(lines)
 
@@ -194,11 +209,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name}: {args.episodes} rollouts ...", flush=True)
         result = run_rollouts(policy, episodes=args.episodes, seed=0)
         slug = name.split(" (")[0].replace(" ", "_").lower()
-        plot_trajectories(result, out / f"traj_{slug}.png", title=f"{name}: success {result.success_rate:.2f}, "
-                                                                  f"entropy {result.entropy:.2f}")
+        plot_trajectories(
+            result,
+            out / f"traj_{slug}.png",
+            title=f"{name}: success {result.success_rate:.2f}, entropy {result.entropy:.2f}",
+        )
         if latency is not None:
-            lat = {"onnxruntime": teacher_onnx_latency(teacher, latency, args.repeats),
-                   "torch": teacher_torch_latency(teacher, latency, args.repeats)}
+            lat = {
+                "onnxruntime": teacher_onnx_latency(teacher, latency, args.repeats),
+                "torch": teacher_torch_latency(teacher, latency, args.repeats),
+            }
         else:
             lat = moe_latencies(pathlib.Path(args.vdd if name.startswith("VDD") else args.em), args.repeats * 4)
         rows.append({"name": name, **result.to_json_dict(), "latency": lat})

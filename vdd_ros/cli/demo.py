@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vdd_ros.cli import collect_demos
-from vdd_ros.cli.bench import machine_name
+from vdd_ros.cli.bench import latency_samples_ms, machine_name
 from vdd_ros.cli.train_teacher import _rollout_eval
 from vdd_ros.config import load_config
 from vdd_ros.distill.run import load_params_file, run_distillation
@@ -52,17 +52,6 @@ def _teacher_step(out: pathlib.Path) -> int:
     return json.loads(state.read_text())["step"] if state.exists() else -1
 
 
-def _latency_samples(fn, repeats: int) -> np.ndarray:
-    for _ in range(20):
-        fn()
-    samples = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples[i] = time.perf_counter() - start
-    return samples * 1e3
-
-
 def _histogram(teacher_ms: np.ndarray, moe_ms: np.ndarray, loop: dict, path: pathlib.Path, steps: int) -> None:
     import matplotlib
 
@@ -90,8 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"vdd_ros demo ({'FAST' if args.fast else 'full'}) on {machine_name()}, training on {device}; "
-          f"outputs in {root}/", flush=True)
+    print(
+        f"vdd_ros demo ({'FAST' if args.fast else 'full'}) on {machine_name()}, training on {device}; "
+        f"outputs in {root}/",
+        flush=True,
+    )
 
     t = _stage(1, f"scripted multi-modal demonstrations ({plan.demos} episodes, 24 paths)")
     demos = root / "demos.safetensors"
@@ -101,23 +93,33 @@ def main(argv: list[str] | None = None) -> int:
 
     t = _stage(2, f"DDPM diffusion teacher ({plan.teacher_iterations} iterations)")
     teacher_dir = root / "teacher_ddpm"
-    tcfg = dataclasses.replace(load_config(TeacherTrainConfig, "config/teacher_avoiding.yaml"),
-                               dataset=str(demos), out=str(teacher_dir), iterations=plan.teacher_iterations)
+    tcfg = dataclasses.replace(
+        load_config(TeacherTrainConfig, "config/teacher_avoiding.yaml"),
+        dataset=str(demos),
+        out=str(teacher_dir),
+        iterations=plan.teacher_iterations,
+    )
     step = _teacher_step(teacher_dir)
     if step < tcfg.iterations:
         data = load_train_data(tcfg)
-        result = train_teacher(tcfg, data, teacher_dir, resume=step >= 0,
-                               evaluate=_rollout_eval(tcfg.eval_episodes, tcfg.seed))
+        result = train_teacher(
+            tcfg, data, teacher_dir, resume=step >= 0, evaluate=_rollout_eval(tcfg.eval_episodes, tcfg.seed)
+        )
         if result.interrupted:
             print("interrupted: run `make demo` again to resume")
             return 130
     print(f"    {teacher_dir} ({time.monotonic() - t:.0f} s)")
 
     t = _stage(3, f"VDD distillation into 8 experts ({plan.distill_iterations} iterations) and ONNX export")
-    dcfg = dataclasses.replace(load_params_file("config/distill_avoiding.yaml"), teacher=str(teacher_dir),
-                               dataset=str(demos), output=str(root / "distill_vdd"),
-                               iterations=plan.distill_iterations, final_eval_episodes=plan.eval_episodes,
-                               eval_every=max(plan.distill_iterations // 4, 1))
+    dcfg = dataclasses.replace(
+        load_params_file("config/distill_avoiding.yaml"),
+        teacher=str(teacher_dir),
+        dataset=str(demos),
+        output=str(root / "distill_vdd"),
+        iterations=plan.distill_iterations,
+        final_eval_episodes=plan.eval_episodes,
+        eval_every=max(plan.distill_iterations // 4, 1),
+    )
     summary_file = root / "distill_vdd" / "summary.json"
     done = summary_file.exists() and json.loads(summary_file.read_text()).get("status") == "done"
     summary = json.loads(summary_file.read_text()) if done else run_distillation(dcfg, _print_event)
@@ -131,13 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     teacher = TeacherPolicy.from_checkpoint(teacher_dir)
     t_res = run_rollouts(teacher, episodes=plan.eval_episodes, seed=0)
     s_res = run_rollouts(OnnxPolicy(policy_path), episodes=plan.eval_episodes, seed=0)
-    plots = {"teacher trajectories": root / "trajectories_teacher.png",
-             "VDD trajectories": root / "trajectories_vdd.png",
-             "latency histogram": root / "latency_histogram.png"}
-    plot_trajectories(t_res, plots["teacher trajectories"],
-                      f"DDPM teacher: success {t_res.success_rate:.2f}, entropy {t_res.entropy:.2f}")
-    plot_trajectories(s_res, plots["VDD trajectories"],
-                      f"VDD MoE: success {s_res.success_rate:.2f}, entropy {s_res.entropy:.2f}")
+    plots = {
+        "teacher trajectories": root / "trajectories_teacher.png",
+        "VDD trajectories": root / "trajectories_vdd.png",
+        "latency histogram": root / "latency_histogram.png",
+    }
+    plot_trajectories(
+        t_res,
+        plots["teacher trajectories"],
+        f"DDPM teacher: success {t_res.success_rate:.2f}, entropy {t_res.entropy:.2f}",
+    )
+    plot_trajectories(
+        s_res, plots["VDD trajectories"], f"VDD MoE: success {s_res.success_rate:.2f}, entropy {s_res.entropy:.2f}"
+    )
     print(f"    ({time.monotonic() - t:.0f} s)")
 
     _stage(5, "batch-1 inference latency on this CPU (1 thread)")
@@ -145,12 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     steps = teacher.teacher.config.sample_steps
     obs_t = torch.zeros(1, teacher.meta.obs_window, teacher.meta.obs_dim)
     with torch.no_grad():
-        teacher_ms = _latency_samples(lambda: teacher.teacher.sample(obs_t, steps=steps), 300)
+        teacher_ms = latency_samples_ms(lambda: teacher.teacher.sample(obs_t, steps=steps), 300)
     loaded = load_policy(policy_path)
     c = loaded.contract
-    feed = (np.zeros((1, c.obs_window, c.obs_dim), np.float32),
-            *NoiseSource("mean", 0, c.num_experts, c.act_chunk * c.act_dim).draw(1))
-    moe_ms = _latency_samples(lambda: loaded.run(*feed), 2000)
+    feed = (
+        np.zeros((1, c.obs_window, c.obs_dim), np.float32),
+        *NoiseSource("mean", 0, c.num_experts, c.act_chunk * c.act_dim).draw(1),
+    )
+    moe_ms = latency_samples_ms(lambda: loaded.run(*feed), 2000)
 
     t = _stage(6, f"closed loop over ROS 2: controller + avoiding_sim processes, {plan.ros_episodes} episodes")
     from vdd_ros.nodes.loop_eval import run_ros_loop
@@ -165,9 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": {"success_rate": t_res.success_rate, "entropy": t_res.entropy, "steps": steps},
         "vdd": {"success_rate": s_res.success_rate, "entropy": s_res.entropy},
         "episodes": plan.eval_episodes,
-        "latency_ms": {"teacher_p50": float(np.median(teacher_ms)), "teacher_p99": float(np.percentile(teacher_ms, 99)),
-                       "vdd_p50": float(np.median(moe_ms)), "vdd_p99": float(np.percentile(moe_ms, 99)),
-                       "speedup_p50": speedup},
+        "latency_ms": {
+            "teacher_p50": float(np.median(teacher_ms)),
+            "teacher_p99": float(np.percentile(teacher_ms, 99)),
+            "vdd_p50": float(np.median(moe_ms)),
+            "vdd_p99": float(np.percentile(moe_ms, 99)),
+            "speedup_p50": speedup,
+        },
         "ros_loop": loop,
         "policy": policy_path,
         "plots": {k: str(v) for k, v in plots.items()},
@@ -183,8 +197,11 @@ def _print_event(event: dict) -> None:
     if kind == "train" and event["iteration"] % 200 == 0:
         print(f"    distill {event['iteration']}/{event['iterations']}", flush=True)
     elif kind in ("eval", "final_eval"):
-        print(f"    {kind} @ {event['iteration']}: success {event['success_rate']:.3f}, "
-              f"entropy {event['entropy']:.3f} ({event['episodes']} rollouts)", flush=True)
+        print(
+            f"    {kind} @ {event['iteration']}: success {event['success_rate']:.3f}, "
+            f"entropy {event['entropy']:.3f} ({event['episodes']} rollouts)",
+            flush=True,
+        )
 
 
 def _print_summary(r: dict) -> None:
@@ -195,11 +212,15 @@ def _print_summary(r: dict) -> None:
     print(f"{'':24}{'success':>10}{'entropy':>10}   ({r['episodes']} rollouts, seed 0)")
     print(f"{'DDPM teacher':24}{r['teacher']['success_rate']:>10.3f}{r['teacher']['entropy']:>10.3f}")
     print(f"{'VDD MoE (ONNX)':24}{r['vdd']['success_rate']:>10.3f}{r['vdd']['entropy']:>10.3f}")
-    print(f"inference, batch 1:  teacher {r['teacher']['steps']} steps p50 {lat['teacher_p50']:.3f} ms  |  "
-          f"VDD one ONNX run p50 {lat['vdd_p50']:.3f} ms (p99 {lat['vdd_p99']:.3f})  ->  {lat['speedup_p50']:.0f}x")
-    print(f"ROS loop ({loop['episodes']} episodes over DDS): success {loop['success_rate']:.3f}, "
-          f"obs->action p50 {loop['obs_to_action_p50_ms']:.2f} ms, p99 {loop['obs_to_action_p99_ms']:.2f} ms, "
-          f"late actions {loop['late_actions']}")
+    print(
+        f"inference, batch 1:  teacher {r['teacher']['steps']} steps p50 {lat['teacher_p50']:.3f} ms  |  "
+        f"VDD one ONNX run p50 {lat['vdd_p50']:.3f} ms (p99 {lat['vdd_p99']:.3f})  ->  {lat['speedup_p50']:.0f}x"
+    )
+    print(
+        f"ROS loop ({loop['episodes']} episodes over DDS): success {loop['success_rate']:.3f}, "
+        f"obs->action p50 {loop['obs_to_action_p50_ms']:.2f} ms, p99 {loop['obs_to_action_p99_ms']:.2f} ms, "
+        f"late actions {loop['late_actions']}"
+    )
     print(f"policy: {r['policy']}")
     for name, path in r["plots"].items():
         print(f"plot ({name}): {path}")

@@ -42,7 +42,7 @@ def _rollout_eval(episodes: int, seed: int):
             TeacherPolicy(teacher, meta, device=str(next(teacher.parameters()).device)), episodes, seed
         )
         teacher.train(False)
-        return {"success_rate": result.success_rate, "entropy": result.entropy}
+        return {"success_rate": result.success_rate, "entropy": result.entropy, "score": result.score}
 
     return evaluate
 

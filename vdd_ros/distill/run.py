@@ -57,8 +57,9 @@ class DistillConfig:
     covariance: Literal["diagonal", "full"] = "diagonal"
     hidden: int = 256
     trunk_blocks: int = 2
+    velocity_gain: float = 0.0
     iterations: int = 2000
-    batch_size: int = 256
+    batch_size: int = 128
     samples_per_expert: int = 2
     noise_low: float = -1.0
     noise_high: float = -1.0
@@ -141,6 +142,7 @@ def _moe_config(cfg: DistillConfig, meta: TeacherMeta) -> MoEConfig:
         covariance=cfg.covariance,
         hidden=cfg.hidden,
         trunk_blocks=cfg.trunk_blocks,
+        velocity_gain=cfg.velocity_gain,
     )
 
 

@@ -48,7 +48,7 @@ class MoEConfig:
     init_std: float = 1.0
     min_std: float = 1e-4
     mean_init_bound: float = 1.0
-    velocity_features: bool = True
+    velocity_gain: float = 0.0  # > 0: add direction features, see GaussianMoE.fit_delta_scale
 
     @property
     def action_size(self) -> int:
@@ -117,7 +117,7 @@ class GaussianMoE(nn.Module):
         self.config = config
         z, d = config.num_experts, config.action_size
         in_dim = config.obs_window * config.obs_dim
-        if config.velocity_features and config.obs_window > 1:
+        if config.velocity_gain > 0 and config.obs_window > 1:
             in_dim += (config.obs_window - 1) * config.obs_dim
         self.register_buffer("delta_scale", torch.ones(config.obs_dim))
         self.trunk = _ResidualMLP(in_dim, config.hidden, config.trunk_blocks)
@@ -150,7 +150,9 @@ class GaussianMoE(nn.Module):
 
         Observations are z-scored over the whole workspace, so one control step moves a
         position by ~0.01: unscaled, the trunk barely sees the direction of motion, which
-        is what lets an expert choice persist from one step to the next.
+        is what lets an expert choice persist from one step to the next. The features are
+        tanh(gain * d / std(d)): direction without magnitude, so the net cannot simply
+        copy the previous action out of the desired-position differences.
         """
         if obs.shape[1] > 1:
             std = (obs[:, 1:] - obs[:, :-1]).reshape(-1, obs.shape[-1]).std(0)
@@ -159,8 +161,9 @@ class GaussianMoE(nn.Module):
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Trunk features (B, hidden) of normalised observation windows (B, T, obs_dim)."""
         x = obs.flatten(1)
-        if self.config.velocity_features and obs.shape[1] > 1:
-            x = torch.cat([x, ((obs[:, 1:] - obs[:, :-1]) * self.delta_scale).flatten(1)], dim=-1)
+        gain = self.config.velocity_gain
+        if gain > 0 and obs.shape[1] > 1:
+            x = torch.cat([x, torch.tanh(gain * (obs[:, 1:] - obs[:, :-1]) * self.delta_scale).flatten(1)], dim=-1)
         return self.trunk(x)
 
     def log_gating(self, feats: torch.Tensor) -> torch.Tensor:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
 
+from vdd_ros.nodes.shared import spin_node
 from vdd_ros.runtime.latency import LatencyWindow
 from vdd_ros.tasks.avoiding import OBS_NAMES, AvoidingEnv, StepResult
 
@@ -131,17 +130,7 @@ class AvoidingSimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = AvoidingSimNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(AvoidingSimNode, args)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -27,7 +26,7 @@ from std_msgs.msg import Float64MultiArray
 from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
 
 from vdd_ros.export.contract import ContractError
-from vdd_ros.nodes.shared import default_policy_path
+from vdd_ros.nodes.shared import default_policy_path, spin_node
 from vdd_ros.runtime.deadline_loop import DeadlineLoop
 from vdd_ros.runtime.latency import LatencyWindow
 from vdd_ros.runtime.onnx_policy import SAMPLING_MODES, LoadedPolicy, NoiseSource, load_policy
@@ -386,19 +385,7 @@ def main(args: list[str] | None = None) -> None:
     # Python hands the GIL over every 5 ms by default: a whole 500 Hz period. A short switch
     # interval lets the control thread preempt a parameter callback that is loading a policy.
     sys.setswitchinterval(2e-4)
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ControllerNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    spin_node(ControllerNode, args, lambda: MultiThreadedExecutor(num_threads=2))
 
 
 if __name__ == "__main__":

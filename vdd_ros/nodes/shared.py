@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
+import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
 
 DEFAULT_POLICY_FILE = "avoiding_vdd.onnx"
 
@@ -15,3 +19,24 @@ def default_policy_path() -> str:
         return os.path.join(get_package_share_directory("vdd_ros"), "policies", DEFAULT_POLICY_FILE)
     except PackageNotFoundError:
         return ""
+
+
+def spin_node(
+    make_node: Callable[[], Node],
+    args: list[str] | None,
+    make_executor: Callable[[], Executor] = SingleThreadedExecutor,
+) -> None:
+    """init, build, spin until Ctrl-C or shutdown, then tear down cleanly (the nodes' ``main``)."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = make_node()
+        executor = make_executor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()

@@ -30,9 +30,10 @@ class DDPMConfig:
     """
 
     steps: int = 8
-    sampler: Sampler = "ddim"
+    sampler: Sampler = "ddpm"
     sample_steps: int = 8
     clip_x0: float = 5.0
+    noise_correlation: float = 0.9  # TeacherPolicy default: AR(1) sampler noise over control steps
     noise_low: int = 1
     noise_high: int = 4
 
@@ -106,15 +107,20 @@ class DDPMTeacher(DiffusionTeacher):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         sampler: Sampler | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``noise`` (steps + 1, B, H, A), if given, replaces the random draws: row 0 starts
+        the chain, row i + 1 is step i's ancestral noise (lets callers correlate it over time)."""
         sampler = sampler or self.config.sampler
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"unknown DDPM sampler {sampler!r}")
         eta = 1.0 if sampler == "ddpm" else 0.0
         b = obs.shape[0]
         shape = (b, self.act_chunk, self.act_dim)
-        x = torch.randn(shape, generator=generator, device=obs.device, dtype=obs.dtype)
         ts = strided_timesteps(self.config.steps, steps or self.config.sample_steps)
+        if noise is None:
+            noise = torch.randn((len(ts) + 1, *shape), generator=generator, device=obs.device, dtype=obs.dtype)
+        x = noise[0]
         for i, t in enumerate(ts):
             ab = self.alpha_bar[t]
             ab_prev = self.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(ab)
@@ -126,5 +132,5 @@ class DDPMTeacher(DiffusionTeacher):
             var = eta**2 * (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
             x = ab_prev.sqrt() * x0 + (1 - ab_prev - var).clamp_min(0).sqrt() * eps
             if i + 1 < len(ts) and eta > 0:
-                x = x + var.sqrt() * torch.randn(shape, generator=generator, device=obs.device, dtype=obs.dtype)
+                x = x + var.sqrt() * noise[i + 1]
         return x

@@ -35,6 +35,7 @@ class EDMConfig:
     rho: float = 7.0
     sampler: Sampler = "euler_ancestral"
     sample_steps: int = 8
+    noise_correlation: float = 0.9  # TeacherPolicy default: AR(1) sampler noise over control steps
     noise_low: float = 0.2
     noise_high: float = 0.5
 
@@ -112,7 +113,10 @@ class EDMTeacher(DiffusionTeacher):
         steps: int | None = None,
         generator: torch.Generator | None = None,
         sampler: Sampler | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``noise`` (steps + 1, B, H, A), if given, replaces the random draws: row 0 starts
+        the chain, row i + 1 is step i's ancestral noise (lets callers correlate it over time)."""
         sampler = sampler or self.config.sampler
         if sampler not in ("euler", "heun", "euler_ancestral"):
             raise ValueError(f"unknown EDM sampler {sampler!r}")
@@ -121,21 +125,21 @@ class EDMTeacher(DiffusionTeacher):
         b = obs.shape[0]
         shape = (b, self.act_chunk, self.act_dim)
 
-        def noise() -> torch.Tensor:
-            return torch.randn(shape, generator=generator, device=obs.device, dtype=obs.dtype)
+        if noise is None:
+            noise = torch.randn((len(sigmas), *shape), generator=generator, device=obs.device, dtype=obs.dtype)
 
         def slope(x: torch.Tensor, s: float) -> torch.Tensor:
             return (x - self.denoise(x, obs, torch.full((b,), s, device=obs.device))) / s
 
-        x = noise() * sigmas[0]
-        for s, s_next in itertools.pairwise(sigmas):
+        x = noise[0] * sigmas[0]
+        for i, (s, s_next) in enumerate(itertools.pairwise(sigmas)):
             d = slope(x, s)
             if sampler == "euler_ancestral":
                 s_up = min(s_next, math.sqrt(max(s_next**2 * (s**2 - s_next**2) / s**2, 0.0)))
                 s_down = math.sqrt(s_next**2 - s_up**2)
                 x = x + d * (s_down - s)
                 if s_next > 0:
-                    x = x + s_up * noise()
+                    x = x + s_up * noise[i + 1]
             elif sampler == "heun" and s_next > 0:
                 x_euler = x + d * (s_next - s)
                 x = x + 0.5 * (d + slope(x_euler, s_next)) * (s_next - s)

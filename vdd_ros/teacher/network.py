@@ -16,20 +16,12 @@ from torch import nn
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Size of the denoiser. ``emb_dim`` sinusoidal features encode the noise level.
-
-    ``velocity_features`` adds the window's successive differences, rescaled to unit
-    variance (``DenoiserMLP.delta_scale``, fitted on the data). Positions are z-scored
-    over the whole workspace, so a step of a few millimetres is ~0.01 there: without
-    this rescaling the network cannot see which way the robot has started to move, and
-    sampled modes are not held from one control step to the next.
-    """
+    """Size of the denoiser. ``emb_dim`` sinusoidal features encode the noise level."""
 
     width: int = 256
     blocks: int = 3
     emb_dim: int = 32
     layer_norm: bool = True
-    velocity_features: bool = True
 
 
 class NoiseEmbedding(nn.Module):
@@ -71,29 +63,17 @@ class DenoiserMLP(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, obs_window: int, act_chunk: int, cfg: NetworkConfig) -> None:
         super().__init__()
         self.act_shape = (act_chunk, act_dim)
-        self.velocity = cfg.velocity_features and obs_window > 1
-        self.register_buffer("delta_scale", torch.ones(obs_dim))
         self.embed = NoiseEmbedding(cfg.emb_dim)
         self.cond_mlp = nn.Sequential(nn.Linear(cfg.emb_dim, cfg.width), nn.Mish(), nn.Linear(cfg.width, cfg.width))
-        obs_features = (2 * obs_window - 1 if self.velocity else obs_window) * obs_dim
-        self.inp = nn.Linear(obs_features + act_chunk * act_dim, cfg.width)
+        self.inp = nn.Linear(obs_window * obs_dim + act_chunk * act_dim, cfg.width)
         self.blocks = nn.ModuleList(ResidualBlock(cfg.width, cfg.layer_norm) for _ in range(cfg.blocks))
         self.out = nn.Sequential(nn.LayerNorm(cfg.width) if cfg.layer_norm else nn.Identity(), nn.Mish())
         self.head = nn.Linear(cfg.width, act_chunk * act_dim)
 
     def forward(self, noisy: torch.Tensor, obs: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b = noisy.shape[0]
-        feats = [obs.reshape(b, -1), noisy.reshape(b, -1)]
-        if self.velocity:
-            feats.append(((obs[:, 1:] - obs[:, :-1]) * self.delta_scale).reshape(b, -1))
-        x = self.inp(torch.cat(feats, dim=-1))
+        x = self.inp(torch.cat([obs.reshape(b, -1), noisy.reshape(b, -1)], dim=-1))
         c = self.cond_mlp(self.embed(cond))
         for block in self.blocks:
             x = block(x + c)
         return self.head(self.out(x)).reshape(b, *self.act_shape)
-
-    def fit_delta_scale(self, obs: torch.Tensor) -> None:
-        """Set the velocity-feature scale from normalised training windows (B,T,O)."""
-        if self.velocity:
-            std = (obs[:, 1:] - obs[:, :-1]).reshape(-1, obs.shape[-1]).std(0)
-            self.delta_scale.copy_(1 / std.clamp_min(1e-6))

@@ -60,6 +60,11 @@ class TeacherTrainConfig:
     warmup: int = 500
     lr_schedule: Literal["cosine", "linear"] = "cosine"
     ema_decay: float = 0.999
+    # Std of Gaussian noise added to the normalised observation windows of each batch.
+    # Scripted demos are so smooth that the next action is almost a function of the exact
+    # window; the noise stops the teacher from keying on sub-millimetre detail that closed
+    # loop rollouts do not reproduce, and keeps the branch choice stochastic.
+    obs_noise: float = 0.0
     eval_every: int = 0  # 0: no periodic rollouts
     eval_episodes: int = 48
     checkpoint_every: int = 2000
@@ -180,7 +185,9 @@ def train_teacher(
     """Train to ``cfg.iterations`` (or stop early after ``stop_after`` steps, as an interruption).
 
     Writes the EMA teacher to ``out`` (model.safetensors + teacher.json), the resumable
-    state to ``out/training_state`` and evaluation results to ``out/eval.jsonl``.
+    state to ``out/training_state`` and evaluation results to ``out/eval.jsonl``. With
+    ``evaluate``, ``out`` holds the EMA teacher with the best evaluation ``score`` so far
+    (checkpoint selection by rollouts, as VDD and D3IL do); without, the latest one.
     """
     out = pathlib.Path(out or cfg.out)
     device = resolve_device(cfg.device)
@@ -190,28 +197,32 @@ def train_teacher(
     teacher = _new_teacher(cfg, data).to(device)
     ema = copy.deepcopy(teacher).requires_grad_(False)
     opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, elapsed = 0, 0.0
+    step, elapsed, best = 0, 0.0, None
+    selecting = evaluate is not None and cfg.eval_every > 0
     if resume:
         state = load_training_state(out / STATE_DIR)
         teacher.load_state_dict(state.model)
         ema.load_state_dict(state.ema)
         opt.load_state_dict(state.optimizer)
         _set_rng_state(state.rng, device)
-        step, elapsed = state.step, float(state.info.get("seconds", 0.0))
+        step, elapsed, best = state.step, float(state.info.get("seconds", 0.0)), state.info.get("best")
     obs = torch.from_numpy(data.obs_norm.normalize(data.obs)).to(device)
     act = torch.from_numpy(data.act_norm.normalize(data.actions)).to(device)
-    if not resume:
-        teacher.net.fit_delta_scale(obs)
-        ema.net.delta_scale.copy_(teacher.net.delta_scale)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
     loss_avg, start = float("nan"), time.monotonic() - elapsed
 
+    def info() -> dict[str, Any]:
+        return {"step": step, "loss": loss_avg, "seconds": time.monotonic() - start}
+
     def checkpoint() -> None:
-        info = {"step": step, "loss": loss_avg, "seconds": time.monotonic() - start}
-        save_teacher(ema, make_meta(cfg, data, ema, info), out)
+        if not selecting or best is None:
+            save_teacher(ema, make_meta(cfg, data, ema, info()), out)
         rng = _rng_state(device)
         save_training_state(
-            TrainingState(teacher.state_dict(), ema.state_dict(), opt.state_dict(), step, rng, info), out / STATE_DIR
+            TrainingState(
+                teacher.state_dict(), ema.state_dict(), opt.state_dict(), step, rng, {**info(), "best": best}
+            ),
+            out / STATE_DIR,
         )
 
     teacher.train()
@@ -220,7 +231,10 @@ def train_teacher(
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, step)
             idx = torch.randint(0, obs.shape[0], (cfg.batch_size,), device=device)
-            loss = teacher.loss(obs[idx], act[idx])
+            obs_batch = obs[idx]
+            if cfg.obs_noise > 0:
+                obs_batch = obs_batch + cfg.obs_noise * torch.randn_like(obs_batch)
+            loss = teacher.loss(obs_batch, act[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -236,8 +250,12 @@ def train_teacher(
                 bar.set_postfix(loss=f"{loss_avg:.4f}")
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint()
-            if evaluate is not None and cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.iterations):
-                _log_eval(out, step, evaluate(ema.eval(), make_meta(cfg, data, ema, {})), bar)
+            if selecting and (step % cfg.eval_every == 0 or step == cfg.iterations):
+                result = evaluate(ema.eval(), make_meta(cfg, data, ema, {}))
+                _log_eval(out, step, result, bar)
+                if best is None or result["score"] > best["score"]:
+                    best = {"step": step, **result}
+                    save_teacher(ema, make_meta(cfg, data, ema, {**info(), "eval": result}), out)
     checkpoint()
     return TrainResult(step, loss_avg, step < cfg.iterations, time.monotonic() - start, out)
 
