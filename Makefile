@@ -32,8 +32,11 @@ test: setup lint
 demo: setup
 	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),--fast,)
 
+# Needs the outputs of `make demo` (teacher, VDD policy); fits the EM baseline if missing.
 bench: setup
-	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop
+	$(ENV) && $(VPY) -m vdd_ros.cli.bench --teacher runs/demo/teacher_ddpm --vdd runs/demo/distill_vdd \
+		--em runs/demo/distill_em --dataset runs/demo/demos.safetensors
 
 clean:
 	rm -rf build install log runs

@@ -14,6 +14,7 @@ Writes JSON, a PNG and the markdown table between the bench markers in docs/resu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -25,12 +26,11 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from vdd_ros.distill.run import load_params_file, run_distillation
 from vdd_ros.moe.policy import GaussianMoE
 from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
 from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
 from vdd_ros.teacher.policy import TeacherPolicy
-
-MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def latency_samples_ms(fn: Callable[[], object], repeats: int, warmup: int = 20) -> np.ndarray:
@@ -145,15 +145,16 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def update_results(path: pathlib.Path, table: str) -> None:
-    """Replace the text between the bench markers (append a section if there are none)."""
+def update_results(path: pathlib.Path, table: str, key: str, heading: str) -> None:
+    """Replace the text between the ``key`` markers in ``path`` (append a section if there are none)."""
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
     text = path.read_text() if path.exists() else "# Results\n"
-    block = f"{MARK_START}\n{table}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
+    block = f"{start}\n{table}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip() + "\n\n## Teacher vs EM-MoE vs VDD (bench)\n\n" + block + "\n"
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
     path.write_text(text)
 
 
@@ -188,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", default="runs/teacher_ddpm")
     ap.add_argument("--vdd", default="runs/distill_vdd", help="distill output folder (policy.onnx)")
     ap.add_argument("--em", default="runs/distill_em", help="EM baseline output folder (policy.onnx)")
+    ap.add_argument(
+        "--dataset", default="runs/demos/avoiding.safetensors", help="demonstrations (for a missing EM run)"
+    )
+    ap.add_argument("--distill-params", default="config/distill_avoiding.yaml", help="settings for a missing EM run")
     ap.add_argument("--episodes", type=int, default=480)
     ap.add_argument("--repeats", type=int, default=500)
     ap.add_argument("--out", default="runs/bench")
@@ -197,6 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    em_policy = pathlib.Path(args.em, "policy.onnx")
+    if not em_policy.exists():
+        print(f"bench: no EM baseline at {em_policy}: fitting one (method em, {args.distill_params})", flush=True)
+        base = load_params_file(args.distill_params)
+        run_distillation(
+            dataclasses.replace(
+                base, method="em", teacher=args.teacher, dataset=args.dataset, output=args.em, final_eval_episodes=0
+            )
+        )
     teacher = TeacherPolicy.from_checkpoint(args.teacher)
     default_steps = teacher.teacher.config.sample_steps
     rows = []
@@ -228,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         "episodes": args.episodes,
         "rows": rows,
         "plot": str(out / "bench.png"),
-        "command": f"python -m vdd_ros.cli.bench --teacher {args.teacher} --vdd {args.vdd} --em {args.em}",
+        "command": f"python -m vdd_ros.cli.bench --teacher {args.teacher} --vdd {args.vdd} --em {args.em} "
+        f"--dataset {args.dataset}",
     }
     plot(report, out / "bench.png")
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
-    update_results(pathlib.Path(args.results), table)
+    update_results(pathlib.Path(args.results), table, "bench", "Teacher vs EM-MoE vs VDD (bench)")
     print(table)
     return 0
 

@@ -25,6 +25,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
 
+from vdd_ros.cli.bench import machine_name, update_results
 from vdd_ros.export.random_policy import export_random_policy
 from vdd_ros.nodes.process import NodeProcess
 
@@ -90,14 +91,27 @@ class _Probe:
 def _start(policy: str, rate: float, ns: str, log_dir: pathlib.Path, priority: int) -> NodeProcess:
     return NodeProcess(
         "controller",
-        ["-r", f"__ns:={ns}", "-p", f"policy_path:={policy}", "-p", f"control_rate_hz:={rate}",
-         "-p", "status_rate_hz:=2.0", "-p", f"realtime_priority:={priority}", "-p", "stale_timeout_s:=1.0"],
+        [
+            "-r",
+            f"__ns:={ns}",
+            "-p",
+            f"policy_path:={policy}",
+            "-p",
+            f"control_rate_hz:={rate}",
+            "-p",
+            "status_rate_hz:=2.0",
+            "-p",
+            f"realtime_priority:={priority}",
+            "-p",
+            "stale_timeout_s:=1.0",
+        ],
         log_dir / f"controller_{int(rate)}.log",
     )
 
 
-def bench_rate(policy: str, names: list[str], rate: float, seconds: float, log_dir: pathlib.Path,
-               priority: int) -> dict:
+def bench_rate(
+    policy: str, names: list[str], rate: float, seconds: float, log_dir: pathlib.Path, priority: int
+) -> dict:
     ns = f"/bench_{int(rate)}"
     proc = _start(policy, rate, ns, log_dir, priority)
     probe = _Probe(ns, names)
@@ -171,6 +185,33 @@ def bench_swap(policies: list[str], names: list[str], swaps: int, log_dir: pathl
     }
 
 
+def markdown(report: dict, argv: list[str] | None) -> str:
+    rows = [
+        f"Machine: {report['machine']}; SCHED_FIFO priority {report['realtime_priority'] or 'off'}; "
+        "random 8-expert MoE (same graph layout as a distilled one).",
+        "",
+        "| rate [Hz] | achieved [Hz] | obs->action p50 / p99 [ms] | inference p50 / p99 [ms] | overruns | missed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["rates"]:
+        rows.append(
+            f"| {r['rate_hz']:.0f} | {r['achieved_hz']:.1f} | {r['obs_to_action_p50_ms']:.3f} / "
+            f"{r['obs_to_action_p99_ms']:.3f} | {r['inference_p50_ms']:.3f} / {r['inference_p99_ms']:.3f} | "
+            f"{r['overruns']} of {r['ticks']} | {r['missed_ticks']} |"
+        )
+    s = report["swap"]
+    rows += [
+        "",
+        f"Hot swap at 500 Hz, {s['swaps']} swaps: parameter call p50 {s['swap_call_p50_ms']:.1f} ms "
+        f"(max {s['swap_call_max_ms']:.1f}), first action of the new policy p50 "
+        f"{s['swap_to_first_new_action_p50_ms']:.1f} ms after the call, missed ticks during the swaps "
+        f"{s['missed_ticks_during_swaps']}, overruns {s['overruns_during_swaps']}.",
+        "",
+        f"Reproduce: `python -m vdd_ros.cli.bench_loop{''.join(' ' + a for a in argv or [])}`",
+    ]
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0, 1000.0])
@@ -178,27 +219,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--swaps", type=int, default=10)
     ap.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority of the control thread")
     ap.add_argument("--out", default="runs/bench_loop.json")
+    ap.add_argument("--results", default="docs/results.md", help="markdown file to update ('' = none)")
     args = ap.parse_args(argv)
     log_dir = pathlib.Path(tempfile.mkdtemp(prefix="vdd_bench_loop_"))
     names = [f"obs_{i}" for i in range(4)]
     policies = [str(log_dir / f"policy_{k}.onnx") for k in ("a", "b")]
     for k, path in enumerate(policies):
         export_random_policy(path, policy_id=pathlib.Path(path).stem, seed=k, num_experts=8)
-    report = {"rates": [], "swap": None, "realtime_priority": args.realtime_priority}
+    report = {"machine": machine_name(), "rates": [], "swap": None, "realtime_priority": args.realtime_priority}
     for rate in args.rates:
         r = bench_rate(policies[0], names, rate, args.seconds, log_dir, args.realtime_priority)
         report["rates"].append(r)
-        print(f"{rate:6.0f} Hz: achieved {r['achieved_hz']:7.1f} Hz, obs->action p50 {r['obs_to_action_p50_ms']:.3f} "
-              f"p99 {r['obs_to_action_p99_ms']:.3f} ms, inference p99 {r['inference_p99_ms']:.3f} ms, "
-              f"overruns {r['overruns']}, missed {r['missed_ticks']}", flush=True)
+        print(
+            f"{rate:6.0f} Hz: achieved {r['achieved_hz']:7.1f} Hz, obs->action p50 {r['obs_to_action_p50_ms']:.3f} "
+            f"p99 {r['obs_to_action_p99_ms']:.3f} ms, inference p99 {r['inference_p99_ms']:.3f} ms, "
+            f"overruns {r['overruns']}, missed {r['missed_ticks']}",
+            flush=True,
+        )
     report["swap"] = bench_swap(policies, names, args.swaps, log_dir, args.realtime_priority)
     s = report["swap"]
-    print(f"swap at 500 Hz x{s['swaps']}: call p50 {s['swap_call_p50_ms']:.1f} ms (max {s['swap_call_max_ms']:.1f}), "
-          f"first new action p50 {s['swap_to_first_new_action_p50_ms']:.1f} ms, "
-          f"missed ticks {s['missed_ticks_during_swaps']}, overruns {s['overruns_during_swaps']}")
+    print(
+        f"swap at 500 Hz x{s['swaps']}: call p50 {s['swap_call_p50_ms']:.1f} ms (max {s['swap_call_max_ms']:.1f}), "
+        f"first new action p50 {s['swap_to_first_new_action_p50_ms']:.1f} ms, "
+        f"missed ticks {s['missed_ticks_during_swaps']}, overruns {s['overruns_during_swaps']}"
+    )
     pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     pathlib.Path(args.out).write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
+    if args.results:
+        update_results(
+            pathlib.Path(args.results), markdown(report, argv), "bench_loop", "Control loop over DDS (bench_loop)"
+        )
     return 0
 
 
