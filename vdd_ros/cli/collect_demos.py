@@ -1,6 +1,6 @@
 """Collect scripted Avoiding demonstrations into one validated .safetensors file.
 
-Usage: python -m vdd_ros.cli.collect_demos --episodes 240 --out runs/demos/avoiding.safetensors
+Usage: python -m vdd_ros.cli.collect_demos --episodes 1200 --out runs/demos/avoiding.safetensors
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _CHUNK = 60  # demos per progress line
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="collect_demos", description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=240, help="number of demonstrations")
+    parser.add_argument("--episodes", type=int, default=1200, help="number of demonstrations")
     parser.add_argument("--out", default="runs/demos/avoiding.safetensors", help="output .safetensors file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--path-distribution", choices=("uniform", "skewed"), default="uniform")

@@ -38,8 +38,8 @@ class DemoPlan:
     ros_episodes: int
 
 
-FULL = DemoPlan(pathlib.Path("runs/demo"), 240, 20000, 2000, 480, 24)
-FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 96, 3000, 400, 96, 6)
+FULL = DemoPlan(pathlib.Path("runs/demo"), 1200, 8000, 2000, 480, 24)
+FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 480, 1500, 300, 96, 6)
 
 
 def _stage(n: int, text: str) -> float:
