@@ -58,6 +58,7 @@ class DistillConfig:
     hidden: int = 256
     trunk_blocks: int = 2
     velocity_gain: float = 0.0
+    gating: Literal["learned", "uniform"] = "learned"
     iterations: int = 2000
     batch_size: int = 128
     samples_per_expert: int = 2
@@ -143,6 +144,7 @@ def _moe_config(cfg: DistillConfig, meta: TeacherMeta) -> MoEConfig:
         hidden=cfg.hidden,
         trunk_blocks=cfg.trunk_blocks,
         velocity_gain=cfg.velocity_gain,
+        gating=cfg.gating,
     )
 
 

@@ -29,7 +29,13 @@ from vdd_ros.export.contract import ContractError
 from vdd_ros.nodes.shared import default_policy_path, spin_node
 from vdd_ros.runtime.deadline_loop import DeadlineLoop
 from vdd_ros.runtime.latency import LatencyWindow
-from vdd_ros.runtime.onnx_policy import SAMPLING_MODES, LoadedPolicy, NoiseSource, load_policy
+from vdd_ros.runtime.onnx_policy import (
+    DEFAULT_NOISE_CORRELATION,
+    SAMPLING_MODES,
+    LoadedPolicy,
+    NoiseSource,
+    load_policy,
+)
 from vdd_ros.runtime.safety import ActionFilter
 from vdd_ros.runtime.window import ObservationWindow
 
@@ -145,6 +151,11 @@ class ControllerNode(Node):
             "allow_spinning": (True, "onnxruntime thread spinning: lower latency, one busy core"),
             "sampling_mode": ("mean", f"one of {SAMPLING_MODES}; writable"),
             "seed": (0, "seed of the sampling noise"),
+            "noise_correlation": (
+                DEFAULT_NOISE_CORRELATION,
+                "AR(1) correlation of the sampling noise over ticks in [0, 1): exact q(a|s) marginals, "
+                "coherent expert choice; 0 = re-draw the expert independently every tick (the paper)",
+            ),
             "control_rate_hz": (0.0, "0 = the policy's own rate (1 / control_period_s)"),
             "stale_timeout_s": (0.2, "an observation older than this is stale"),
             "stale_behavior": ("zero", f"on stale input: one of {STALE_BEHAVIOURS}"),
@@ -225,7 +236,8 @@ class ControllerNode(Node):
 
     def _bundle(self, loaded: LoadedPolicy, mode: str, seed: int) -> _Active:
         c = loaded.contract
-        noise = NoiseSource(mode, seed, c.num_experts, c.act_chunk * c.act_dim)
+        rho = self.get_parameter("noise_correlation").value
+        noise = NoiseSource(mode, seed, c.num_experts, c.act_chunk * c.act_dim, rho)
         bundle = _Active(loaded, noise, ObservationWindow(1, c.obs_window, c.obs_dim), loaded.sha256[:12])
         with self._obs_lock:
             obs = self._obs

@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
+from scipy import special
 
 from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract, file_sha256
 from vdd_ros.runtime.window import ObservationWindow
@@ -21,6 +22,8 @@ from vdd_ros.runtime.window import ObservationWindow
 SamplingMode = Literal["mean", "sample", "greedy"]
 SAMPLING_MODES: tuple[str, ...] = ("mean", "sample", "greedy")
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+# Same temporal coherence as the teachers' samplers (teacher noise_correlation 0.9); 0 = the paper's rule.
+DEFAULT_NOISE_CORRELATION = 0.9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,24 +49,51 @@ class NoiseSource:
     mean: Gumbel noise draws the expert, eps = 0 (the paper's default);
     sample: both live (expert mean + Cholesky factor times eps);
     greedy: both zero (most likely expert, its mean).
+
+    ``correlation`` rho in [0, 1) makes the noise of one stream an AR(1) process over
+    calls: a latent u_t = rho u_{t-1} + sqrt(1 - rho^2) n_t is N(0, 1) at every step and is
+    mapped to Gumbel(0, 1) (through the normal CDF) and used as eps. Each call's action is
+    therefore still an exact sample of q(a|s) -- z ~ q(z|s) -- but consecutive steps tend to
+    keep their expert instead of re-drawing it every 35 ms. rho = 0 is the paper's rule.
     """
 
-    def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int) -> None:
+    def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int, correlation: float = 0.0) -> None:
         if mode not in SAMPLING_MODES:
             raise ValueError(f"sampling mode {mode!r} is not one of {SAMPLING_MODES}")
+        if not 0.0 <= correlation < 1.0:
+            raise ValueError(f"noise correlation must be in [0, 1), got {correlation}")
         self.mode = mode
+        self.correlation = correlation
         self._rng = np.random.default_rng(seed)
         self._z = num_experts
         self._d = noise_dim
+        self._latent: np.ndarray | None = None
+
+    def reset(self, mask: np.ndarray | None = None) -> None:
+        """Start fresh (uncorrelated) noise for all streams, or those where ``mask`` is true."""
+        if mask is None or self._latent is None:
+            self._latent = None
+        else:
+            self._latent[mask] = self._rng.standard_normal(self._latent[mask].shape)
+
+    def _normal(self, batch: int) -> np.ndarray:
+        fresh = self._rng.standard_normal((batch, self._z + self._d))
+        rho = self.correlation
+        if rho > 0 and self._latent is not None and self._latent.shape[0] == batch:
+            fresh = rho * self._latent + np.sqrt(1.0 - rho * rho) * fresh
+        self._latent = fresh
+        return fresh
 
     def draw(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         gumbel = np.zeros((batch, self._z), dtype=np.float32)
         eps = np.zeros((batch, self._d), dtype=np.float32)
-        if self.mode != "greedy":
-            u = self._rng.random((batch, self._z))
-            gumbel[:] = -np.log(-np.log(np.clip(u, 1e-12, 1.0 - 1e-12)))
+        if self.mode == "greedy":
+            return gumbel, eps
+        normal = self._normal(batch)
+        u = np.clip(special.ndtr(normal[:, : self._z]), 1e-12, 1.0 - 1e-12)
+        gumbel[:] = -np.log(-np.log(u))
         if self.mode == "sample":
-            eps[:] = self._rng.standard_normal((batch, self._d))
+            eps[:] = normal[:, self._z :]
         return gumbel, eps
 
 
@@ -144,18 +174,25 @@ def load_policy(
 class OnnxPolicy:
     """An exported MoE as a ``Policy`` for N parallel rollouts (first action of the chunk)."""
 
-    def __init__(self, path: str, mode: str = "mean", seed: int = 0, loaded: LoadedPolicy | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        mode: str = "mean",
+        seed: int = 0,
+        noise_correlation: float = DEFAULT_NOISE_CORRELATION,
+        loaded: LoadedPolicy | None = None,
+    ) -> None:
         self.loaded = loaded or load_policy(path)
         self.mode = mode
+        self.noise_correlation = noise_correlation
         c = self.loaded.contract
         self.name = f"vdd-moe[{c.policy_id}]"
-        self._noise = NoiseSource(mode, seed, c.num_experts, c.act_chunk * c.act_dim)
-        self._window = ObservationWindow(1, c.obs_window, c.obs_dim)
+        self.reset(1, seed)
 
     def reset(self, n: int, seed: int) -> None:
         c = self.loaded.contract
         self._window = ObservationWindow(n, c.obs_window, c.obs_dim)
-        self._noise = NoiseSource(self.mode, seed, c.num_experts, c.act_chunk * c.act_dim)
+        self._noise = NoiseSource(self.mode, seed, c.num_experts, c.act_chunk * c.act_dim, self.noise_correlation)
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         window = self._window.push(obs)
