@@ -16,8 +16,6 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -112,12 +110,11 @@ class ControllerNode(Node):
                 f"the policy expects {self._contract.obs_dim}"
             )
 
-        io_group = MutuallyExclusiveCallbackGroup()
         obs_qos = _qos(p["observation_reliability"], p["observation_depth"])
         if p["observation_type"] == "joint_state":
-            self.create_subscription(JointState, "observation", self._on_joint_state, obs_qos, callback_group=io_group)
+            self.create_subscription(JointState, "observation", self._on_joint_state, obs_qos)
         elif p["observation_type"] == "array":
-            self.create_subscription(Float64MultiArray, "observation", self._on_array, obs_qos, callback_group=io_group)
+            self.create_subscription(Float64MultiArray, "observation", self._on_array, obs_qos)
         else:
             raise SystemExit("controller: observation_type must be 'joint_state' or 'array'")
         cmd_qos = _qos(p["command_reliability"], p["command_depth"])
@@ -131,7 +128,7 @@ class ControllerNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._status_period = 1.0 / p["status_rate_hz"]
         self._last_status = (time.monotonic(), 0)
-        self.create_timer(self._status_period, self._publish_status, callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(self._status_period, self._publish_status)
         self._loop = DeadlineLoop(self._period, self._tick, realtime_priority=p["realtime_priority"])
         self._loop.start()
         time.sleep(0.05)
@@ -275,6 +272,8 @@ class ControllerNode(Node):
 
     # ----------------------------------------------------------------------- loop
     def _tick(self) -> None:
+        if not self.context.ok():  # shutting down (Ctrl-C): the loop is about to be stopped
+            return
         active = self._active  # the one read of the policy reference this tick
         with self._obs_lock:
             obs = self._obs
@@ -396,8 +395,11 @@ class ControllerNode(Node):
 def main(args: list[str] | None = None) -> None:
     # Python hands the GIL over every 5 ms by default: a whole 500 Hz period. A short switch
     # interval lets the control thread preempt a parameter callback that is loading a policy.
+    # One executor thread (not a MultiThreadedExecutor): measured, its worker-pool churn
+    # competes for the GIL and made 500 Hz ticks miss their deadlines; the control loop has
+    # its own thread anyway, and callbacks only copy data or vet a policy file.
     sys.setswitchinterval(2e-4)
-    spin_node(ControllerNode, args, lambda: MultiThreadedExecutor(num_threads=2))
+    spin_node(ControllerNode, args)
 
 
 if __name__ == "__main__":
