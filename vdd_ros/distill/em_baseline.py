@@ -24,6 +24,7 @@ class EMConfig:
     batch_size: int = 256
     lr: float = 5e-4
     lr_decay: bool = True
+    obs_noise: float = 0.0  # same state jitter as VDD, for a like-for-like baseline
     seed: int = 0
 
 
@@ -48,7 +49,7 @@ class EMTrainer(MoETrainer):
 
     def step(self) -> dict[str, float]:
         idx = self._batch_indices(self.obs.shape[0], self.config.batch_size)
-        out = self.moe(self.obs[idx])
+        out = self.moe(self._jitter(self.obs[idx], self.config.obs_noise))
         log_comp = expert_log_prob(self.actions[idx].unsqueeze(1), out.mean, out.scale)[:, 0]  # (B, Z)
         with torch.no_grad():
             resp = torch.softmax(log_comp + out.log_gating, dim=-1)

@@ -65,6 +65,7 @@ class DistillConfig:
     noise_low: float = -1.0
     noise_high: float = -1.0
     lr: float = 1e-3
+    obs_noise: float = 0.0
     device: str = "auto"
     torch_threads: int = 2
     seed: int = 0
@@ -153,7 +154,9 @@ def _make_trainer(cfg: DistillConfig, inputs: _Inputs, device: torch.device) -> 
     moe = GaussianMoE(_moe_config(cfg, inputs.meta))
     moe.fit_delta_scale(inputs.obs)
     if cfg.method == "em":
-        em = EMConfig(iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed)
+        em = EMConfig(
+            iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr, obs_noise=cfg.obs_noise, seed=cfg.seed
+        )
         return EMTrainer(moe, inputs.obs, inputs.actions, em, device)
     vdd = VDDConfig(
         iterations=cfg.iterations,
@@ -162,6 +165,7 @@ def _make_trainer(cfg: DistillConfig, inputs: _Inputs, device: torch.device) -> 
         noise_low=None if cfg.noise_low < 0 else cfg.noise_low,
         noise_high=None if cfg.noise_high < 0 else cfg.noise_high,
         lr=cfg.lr,
+        obs_noise=cfg.obs_noise,
         seed=cfg.seed,
     )
     return VDDTrainer(moe, inputs.teacher, inputs.obs, inputs.actions, vdd, device)

@@ -123,6 +123,16 @@ class MoETrainer(abc.ABC):
     def _batch_indices(self, n: int, batch: int) -> torch.Tensor:
         return torch.randint(n, (batch,), generator=self.generator, device=self.device)
 
+    def _jitter(self, obs: torch.Tensor, std: float) -> torch.Tensor:
+        """Gaussian noise on normalised dataset states, as the teacher saw them in training.
+
+        Student rollouts drift slightly off the demonstrations; distilling on jittered states
+        (where the teacher, trained with the same jitter, is reliable) teaches the way back.
+        """
+        if std <= 0:
+            return obs
+        return obs + std * torch.randn(obs.shape, generator=self.generator, device=obs.device)
+
     def run(
         self,
         checkpoint_dir: str | pathlib.Path | None = None,

@@ -38,6 +38,7 @@ class VDDConfig:
     gating_steps: int = 1
     lr_decay: bool = True
     use_q_tilde: bool = True  # False only for the negative control in tests
+    obs_noise: float = 0.0  # std of the jitter on normalised states (see MoETrainer._jitter)
     seed: int = 0
 
 
@@ -139,7 +140,7 @@ class VDDTrainer(MoETrainer):
             loss, stats = vdd_expert_loss(
                 self.moe,
                 self.teacher,
-                self.obs[idx],
+                self._jitter(self.obs[idx], cfg.obs_noise),
                 cfg.samples_per_expert,
                 cfg.noise_low,
                 cfg.noise_high,
@@ -150,6 +151,6 @@ class VDDTrainer(MoETrainer):
         if self.gating_opt is not None:
             for _ in range(cfg.gating_steps):
                 idx = self._batch_indices(self.obs.shape[0], cfg.batch_size)
-                loss = gating_loss(self.moe, self.obs[idx], self.actions[idx])
+                loss = gating_loss(self.moe, self._jitter(self.obs[idx], cfg.obs_noise), self.actions[idx])
                 stats["gating_loss"] = self._update(self.gating_opt, loss, "gating")
         return stats
