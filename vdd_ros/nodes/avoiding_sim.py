@@ -19,6 +19,7 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Header
 from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
 
 from vdd_ros.nodes.shared import spin_node
@@ -40,6 +41,8 @@ class AvoidingSimNode(Node):
         self.env = AvoidingEnv(1, tracking_noise=noise, seed=seed)
         self._obs_pub = self.create_publisher(JointState, "observation", QoSProfile(depth=5))
         self._result_pub = self.create_publisher(EpisodeResult, "episode_result", QoSProfile(depth=100))
+        self._episode_pub = self.create_publisher(Header, "episode_start", QoSProfile(depth=10))
+        self._new_episode = True
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.create_subscription(PolicyAction, "policy_action", self._on_action, qos)
         self._episode = 0
@@ -66,6 +69,8 @@ class AvoidingSimNode(Node):
         self._obs_stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         self._obs_sent = time.monotonic()
         self._answer = None
+        if self._new_episode:  # tells the controller to start a fresh observation window
+            self._episode_pub.publish(msg.header)
         self._obs_pub.publish(msg)
 
     def _on_action(self, msg: PolicyAction) -> None:
@@ -74,6 +79,7 @@ class AvoidingSimNode(Node):
         if self._answer is None:
             self._rtt.add(time.monotonic() - self._obs_sent)
         self._connected = True
+        self._new_episode = False
         self._answer = np.asarray(msg.action[: self.env.act_dim], dtype=np.float64)
         self._policy_id = msg.policy_id
         if self.lockstep:
@@ -99,6 +105,7 @@ class AvoidingSimNode(Node):
         if result.done[0]:
             self._report(result)
             self._current = self.env.reset()[0]
+            self._new_episode = True
             if self.episodes and self._episode >= self.episodes:
                 self._finished = True
                 self.get_logger().info(f"finished {self._episode} episodes")

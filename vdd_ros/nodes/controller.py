@@ -20,7 +20,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Header
 from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
 
 from vdd_ros.export.contract import ContractError
@@ -50,6 +50,7 @@ class _Active:
     sha_short: str
     inputs: np.ndarray | None = None  # current (1, T, obs_dim) window, None before any observation
     obs_seq: int = -1  # sequence number of the newest observation pushed into the window
+    episode: tuple[int, int] | None = None  # stamp of the episode start this window was reset for
 
 
 @dataclasses.dataclass
@@ -76,6 +77,7 @@ class ControllerNode(Node):
         self._obs_lock = threading.Lock()
         self._obs: _Observation | None = None
         self._obs_seq = 0
+        self._episode_start: tuple[int, int] | None = None
         self._swap_lock = threading.Lock()
         self._staged: dict[str, LoadedPolicy] = {}
         self.counters = dict.fromkeys(("invalid", "stale", "swaps", "rejected", "published"), 0)
@@ -117,6 +119,7 @@ class ControllerNode(Node):
             self.create_subscription(Float64MultiArray, "observation", self._on_array, obs_qos)
         else:
             raise SystemExit("controller: observation_type must be 'joint_state' or 'array'")
+        self.create_subscription(Header, "episode_start", self._on_episode_start, QoSProfile(depth=10))
         cmd_qos = _qos(p["command_reliability"], p["command_depth"])
         self._action_pub = self.create_publisher(PolicyAction, "policy_action", cmd_qos)
         self._command_pub = (
@@ -267,6 +270,11 @@ class ControllerNode(Node):
             return
         self._accept(values, msg.header.stamp)
 
+    def _on_episode_start(self, msg: Header) -> None:
+        """A new episode begins with the observation stamped ``msg.stamp``: forget the history."""
+        with self._obs_lock:
+            self._episode_start = (msg.stamp.sec, msg.stamp.nanosec)
+
     def _on_array(self, msg: Float64MultiArray) -> None:
         self._accept(np.asarray(msg.data, dtype=np.float64), self.get_clock().now().to_msg())
 
@@ -276,11 +284,17 @@ class ControllerNode(Node):
             return
         active = self._active  # the one read of the policy reference this tick
         with self._obs_lock:
-            obs = self._obs
+            obs, episode = self._obs, self._episode_start
         if obs is None or time.monotonic() - obs.received > self._stale_timeout:
             self.counters["stale"] += 1
             self._publish_safe(obs)
             return
+        if episode is not None and episode != active.episode and episode == (obs.stamp.sec, obs.stamp.nanosec):
+            # first observation of a new episode (whichever of the two messages came first)
+            active.window.reset()
+            active.noise.reset()
+            self._filter.reset()
+            active.episode, active.obs_seq = episode, -1
         if obs.seq != active.obs_seq:  # the window advances once per new observation, as in training
             active.inputs, active.obs_seq = active.window.push(obs.values[None]), obs.seq
         started = time.perf_counter()

@@ -65,12 +65,16 @@ class DistillNode(Node):
         if kind == "train":
             self._publish("training", **{k: v for k, v in event.items() if isinstance(v, (int, float))})
             if event["iteration"] % 50 == 0 or event["iteration"] == event.get("iterations"):
-                log.info(f"iteration {event['iteration']}/{self.config.iterations} "
-                         f"expert_loss {event.get('expert_loss', math.nan):.4g}")
+                log.info(
+                    f"iteration {event['iteration']}/{self.config.iterations} "
+                    f"expert_loss {event.get('expert_loss', math.nan):.4g}"
+                )
         elif kind in ("eval", "final_eval"):
             self._last = {"success_rate": event["success_rate"], "entropy": event["entropy"]}
-            log.info(f"{kind} @ {event['iteration']}: success {event['success_rate']:.3f}, "
-                     f"entropy {event['entropy']:.3f} over {event['episodes']} episodes")
+            log.info(
+                f"{kind} @ {event['iteration']}: success {event['success_rate']:.3f}, "
+                f"entropy {event['entropy']:.3f} over {event['episodes']} episodes"
+            )
             self._publish("evaluating", iteration=event["iteration"])
         else:
             log.info(str(event))

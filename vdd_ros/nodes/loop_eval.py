@@ -57,9 +57,22 @@ def run_ros_loop(
     ns = f"/{namespace}_{os.getpid()}"
     controller = NodeProcess(
         "controller",
-        ["-r", f"__ns:={ns}", "-p", f"policy_path:={os.path.abspath(policy_path)}",
-         "-p", f"control_rate_hz:={control_rate_hz}", "-p", f"sampling_mode:={sampling_mode}",
-         "-p", f"seed:={seed}", "-p", "stale_timeout_s:=1.0"],
+        [
+            "-r",
+            f"__ns:={ns}",
+            "-p",
+            f"policy_path:={os.path.abspath(policy_path)}",
+            "-p",
+            f"control_rate_hz:={control_rate_hz}",
+            "-p",
+            f"sampling_mode:={sampling_mode}",
+            "-p",
+            f"seed:={seed}",
+            "-p",
+            "stale_timeout_s:=1.0",
+            "-p",
+            "status_rate_hz:=5.0",
+        ],
         pathlib.Path(log_dir, "controller.log"),
     )
     sim = NodeProcess(
