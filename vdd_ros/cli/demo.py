@@ -39,7 +39,7 @@ class DemoPlan:
 
 
 FULL = DemoPlan(pathlib.Path("runs/demo"), 1200, 8000, 2000, 480, 24)
-FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 480, 1500, 300, 96, 6)
+FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 1200, 3000, 600, 96, 6)
 
 
 def _stage(n: int, text: str) -> float:
