@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 import tempfile
 import time
 
@@ -248,7 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out}")
     if args.results:
         update_results(
-            pathlib.Path(args.results), markdown(report, argv), "bench_loop", "Control loop over DDS (bench_loop)"
+            pathlib.Path(args.results),
+            markdown(report, sys.argv[1:] if argv is None else argv),
+            "bench_loop",
+            "Control loop over DDS (bench_loop)",
         )
     return 0
 
