@@ -127,16 +127,19 @@ def markdown(report: dict) -> str:
     lines = [
         f"Machine: {report['machine']}; torch/onnxruntime threads: 1; {report['episodes']} rollouts, seed 0.",
         "",
-        "| policy | success | entropy | ORT p50 / p99 [ms] | torch p50 / p99 [ms] | speed-up vs teacher (ORT p50) |",
+        "| policy | success | entropy | ORT p50 / p99 [ms] | torch p50 / p99 [ms] | speed-up vs teacher, ORT / torch |",
         "|---|---|---|---|---|---|",
     ]
-    base = report["rows"][0]["latency"].get("onnxruntime")
+    base = report["rows"][0]["latency"]
+
+    def ratio(key: str, lat: dict) -> str:
+        a, b = base.get(key), lat.get(key)
+        return f"{a['p50_ms'] / b['p50_ms']:.1f}x" if isinstance(a, dict) and isinstance(b, dict) else "n/a"
+
     for row in report["rows"]:
         lat = row["latency"]
         ort_l = lat.get("onnxruntime")
-        speed = (
-            f"{base['p50_ms'] / ort_l['p50_ms']:.1f}x" if isinstance(base, dict) and isinstance(ort_l, dict) else "n/a"
-        )
+        speed = f"{ratio('onnxruntime', lat)} / {ratio('torch', lat)}"
         lines.append(
             f"| {row['name']} | {row['success_rate']:.3f} | {row['entropy']:.3f} | {_fmt(ort_l)} | "
             f"{_fmt(lat.get('torch'))} | {speed} |"
@@ -241,11 +244,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_name(),
         "episodes": args.episodes,
         "rows": rows,
-        "plot": str(out / "bench.png"),
+        "plot": str(pathlib.Path(args.results).parent / "img" / "bench.png"),
         "command": f"python -m vdd_ros.cli.bench --teacher {args.teacher} --vdd {args.vdd} --em {args.em} "
         f"--dataset {args.dataset}",
     }
-    plot(report, out / "bench.png")
+    pathlib.Path(report["plot"]).parent.mkdir(parents=True, exist_ok=True)
+    plot(report, pathlib.Path(report["plot"]))
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
     update_results(pathlib.Path(args.results), table, "bench", "Teacher vs EM-MoE vs VDD (bench)")

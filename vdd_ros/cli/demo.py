@@ -60,7 +60,7 @@ def _histogram(teacher_ms: np.ndarray, moe_ms: np.ndarray, loop: dict, path: pat
 
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.logspace(np.log10(min(moe_ms.min(), teacher_ms.min()) * 0.8), np.log10(teacher_ms.max() * 1.2), 60)
-    ax.hist(teacher_ms, bins=bins, alpha=0.7, label=f"teacher, {steps} DDIM steps (PyTorch)")
+    ax.hist(teacher_ms, bins=bins, alpha=0.7, label=f"teacher, {steps} denoising steps (PyTorch)")
     ax.hist(moe_ms, bins=bins, alpha=0.7, label="VDD MoE, one ONNX run (onnxruntime)")
     ax.axvline(loop["obs_to_action_p50_ms"], color="k", ls="--", label="ROS loop obs->action p50")
     ax.set(xscale="log", xlabel="batch-1 latency [ms]", ylabel="calls", title="One action on this CPU (1 thread)")
