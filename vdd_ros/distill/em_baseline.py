@@ -40,12 +40,8 @@ class EMTrainer(MoETrainer):
         device: torch.device | str = "cpu",
     ) -> None:
         device = torch.device(device)
-        super().__init__(moe, config.iterations, config.lr, config.seed, device, config.lr_decay)
+        super().__init__(moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay)
         self.config = config
-        self.obs = obs.to(device)
-        self.actions = actions.reshape(actions.shape[0], -1).to(device)
-        if self.obs.shape[0] != self.actions.shape[0]:
-            raise ValueError("obs and actions must hold the same number of windows")
 
     def step(self) -> dict[str, float]:
         idx = self._batch_indices(self.obs.shape[0], self.config.batch_size)

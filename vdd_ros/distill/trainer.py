@@ -74,10 +74,22 @@ class MoETrainer(abc.ABC):
     """
 
     def __init__(
-        self, moe: GaussianMoE, iterations: int, lr: float, seed: int, device: torch.device, lr_decay: bool = True
+        self,
+        moe: GaussianMoE,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        iterations: int,
+        lr: float,
+        seed: int,
+        device: torch.device,
+        lr_decay: bool = True,
     ) -> None:
         if iterations < 1:
             raise ValueError("iterations must be >= 1")
+        self.obs = obs.to(device)  # (N, T, obs_dim) normalised dataset windows
+        self.actions = actions.reshape(actions.shape[0], -1).to(device)  # (N, H * act_dim)
+        if self.obs.shape[0] != self.actions.shape[0]:
+            raise ValueError("obs and actions must hold the same number of windows")
         self.moe = moe.to(device)
         self.device = device
         self.iterations = iterations

@@ -124,13 +124,9 @@ class VDDTrainer(MoETrainer):
         device: torch.device | str = "cpu",
     ) -> None:
         device = torch.device(device)
-        super().__init__(moe, config.iterations, config.lr, config.seed, device, config.lr_decay)
+        super().__init__(moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.config = config
-        self.obs = obs.to(device)
-        self.actions = actions.reshape(actions.shape[0], -1).to(device)
-        if self.obs.shape[0] != self.actions.shape[0]:
-            raise ValueError("obs and actions must hold the same number of windows")
 
     def step(self) -> dict[str, float]:
         cfg = self.config
