@@ -6,6 +6,7 @@ import pathlib
 
 from conftest import REPO, RosHarness
 
+from vdd_ros.nodes.avoiding_sim import RESULT_QOS
 from vdd_ros.nodes.loop_eval import run_ros_loop
 
 SHIPPED = REPO / "policies" / "avoiding_vdd.onnx"
@@ -24,11 +25,14 @@ def test_default_policy_drives_the_real_time_sim_to_success(start_node, ros: Ros
 
     results: list[EpisodeResult] = []
     actions: list[PolicyAction] = []
-    ros.node.create_subscription(EpisodeResult, "/rt/episode_result", results.append, 10)
+    ros.node.create_subscription(EpisodeResult, "/rt/episode_result", results.append, RESULT_QOS)
     ros.node.create_subscription(PolicyAction, "/rt/policy_action", actions.append, 10)
     controller = start_node("controller", ["-r", "__ns:=/rt", "-p", "control_rate_hz:=200.0"])
     sim = start_node("avoiding_sim", ["-r", "__ns:=/rt", "-p", "episodes:=2"])
-    ros.spin_until(lambda: len(results) >= 2, 60.0,
-                   f"two real-time episodes; controller log:\n{controller.log()[-1500:]}\nsim log:\n{sim.log()[-800:]}")
+    ros.spin_until(
+        lambda: len(results) >= 2,
+        60.0,
+        f"two real-time episodes; controller log:\n{controller.log()[-1500:]}\nsim log:\n{sim.log()[-800:]}",
+    )
     assert actions and actions[-1].policy_id.startswith("avoiding")
     assert sum(r.success for r in results) >= 1, [(r.success, r.steps, r.late_actions) for r in results]

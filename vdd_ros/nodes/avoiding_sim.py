@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
@@ -25,6 +25,10 @@ from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
 from vdd_ros.nodes.shared import spin_node
 from vdd_ros.runtime.latency import LatencyWindow
 from vdd_ros.tasks.avoiding import OBS_NAMES, AvoidingEnv, StepResult
+
+# Episode results are a log: late subscribers (an evaluator that discovers the simulator
+# after the first episode) still receive every result.
+RESULT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class AvoidingSimNode(Node):
@@ -40,7 +44,7 @@ class AvoidingSimNode(Node):
         seed = self.declare_parameter("seed", 0).value
         self.env = AvoidingEnv(1, tracking_noise=noise, seed=seed)
         self._obs_pub = self.create_publisher(JointState, "observation", QoSProfile(depth=5))
-        self._result_pub = self.create_publisher(EpisodeResult, "episode_result", QoSProfile(depth=100))
+        self._result_pub = self.create_publisher(EpisodeResult, "episode_result", RESULT_QOS)
         self._episode_pub = self.create_publisher(Header, "episode_start", QoSProfile(depth=10))
         self._new_episode = True
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

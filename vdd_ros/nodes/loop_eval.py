@@ -8,6 +8,7 @@ crosses Fast DDS between two processes.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import pathlib
 import tempfile
@@ -17,12 +18,14 @@ from typing import Any
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import QoSProfile
 from vdd_ros_msgs.msg import EpisodeResult, PolicyStatus
 
+from vdd_ros.nodes.avoiding_sim import RESULT_QOS
 from vdd_ros.nodes.process import NodeProcess
 from vdd_ros.tasks.avoiding import NUM_PATHS
 from vdd_ros.tasks.metrics import behaviour_entropy, path_histogram
+
+_RUNS = itertools.count()
 
 
 @dataclasses.dataclass
@@ -54,7 +57,16 @@ def run_ros_loop(
 ) -> LoopResult:
     """Run ``episodes`` Avoiding episodes through controller + simulator processes."""
     log_dir = log_dir or tempfile.mkdtemp(prefix="vdd_loop_")
-    ns = f"/{namespace}_{os.getpid()}"
+    ns = f"/{namespace}_{os.getpid()}_{next(_RUNS)}"  # unique per call: no stale results from an earlier run
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("vdd_loop_eval", context=context)
+    results: list[EpisodeResult] = []
+    status: list[PolicyStatus] = []
+    node.create_subscription(EpisodeResult, f"{ns}/episode_result", results.append, RESULT_QOS)
+    node.create_subscription(PolicyStatus, f"{ns}/vdd_controller/status", status.append, 10)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
     controller = NodeProcess(
         "controller",
         [
@@ -80,15 +92,6 @@ def run_ros_loop(
         ["-r", f"__ns:={ns}", "-p", "lockstep:=true", "-p", f"episodes:={episodes}", "-p", f"seed:={seed}"],
         pathlib.Path(log_dir, "avoiding_sim.log"),
     )
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("vdd_loop_eval", context=context)
-    results: list[EpisodeResult] = []
-    status: list[PolicyStatus] = []
-    node.create_subscription(EpisodeResult, f"{ns}/episode_result", results.append, QoSProfile(depth=100))
-    node.create_subscription(PolicyStatus, f"{ns}/vdd_controller/status", status.append, 10)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
     started = time.monotonic()
     try:
         last_report = 0
