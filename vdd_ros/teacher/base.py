@@ -12,6 +12,8 @@ import abc
 import torch
 from torch import nn
 
+from vdd_ros.teacher.network import DenoiserMLP, NetworkConfig
+
 
 class DiffusionTeacher(nn.Module, abc.ABC):
     """A conditional generative policy pi(a|s) whose score is available at noise levels."""
@@ -49,3 +51,15 @@ class DiffusionTeacher(nn.Module, abc.ABC):
     @abc.abstractmethod
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Denoising training loss on a batch (scalar)."""
+
+
+class NetworkTeacher(DiffusionTeacher):
+    """A teacher whose denoiser is the residual MLP of ``vdd_ros.teacher.network``."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, obs_window: int, act_chunk: int, network: NetworkConfig | None
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.obs_window, self.act_chunk = obs_dim, act_dim, obs_window, act_chunk
+        self.network_config = network or NetworkConfig()
+        self.net = DenoiserMLP(obs_dim, act_dim, obs_window, act_chunk, self.network_config)

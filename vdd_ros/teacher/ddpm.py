@@ -14,8 +14,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from vdd_ros.teacher.base import DiffusionTeacher
-from vdd_ros.teacher.network import DenoiserMLP, NetworkConfig
+from vdd_ros.teacher.base import NetworkTeacher
+from vdd_ros.teacher.network import NetworkConfig
 
 Sampler = Literal["ddpm", "ddim"]
 
@@ -57,7 +57,7 @@ def strided_timesteps(total: int, k: int) -> list[int]:
     return sorted({round(i * (total - 1) / max(k - 1, 1)) for i in range(k)} if k > 1 else {total - 1}, reverse=True)
 
 
-class DDPMTeacher(DiffusionTeacher):
+class DDPMTeacher(NetworkTeacher):
     """pi(a|s) as an epsilon-predicting DDPM; the noise level is the 0-based step index t."""
 
     family = "ddpm"
@@ -71,13 +71,10 @@ class DDPMTeacher(DiffusionTeacher):
         network: NetworkConfig | None = None,
         config: DDPMConfig | None = None,
     ) -> None:
-        super().__init__()
-        self.obs_dim, self.act_dim, self.obs_window, self.act_chunk = obs_dim, act_dim, obs_window, act_chunk
-        self.network_config = network or NetworkConfig()
+        super().__init__(obs_dim, act_dim, obs_window, act_chunk, network)
         self.config = config or DDPMConfig()
         if not 0 <= self.config.noise_low <= self.config.noise_high < self.config.steps:
             raise ValueError("DDPM noise_low/noise_high must satisfy 0 <= low <= high < steps")
-        self.net = DenoiserMLP(obs_dim, act_dim, obs_window, act_chunk, self.network_config)
         self.register_buffer("alpha_bar", cosine_alpha_bar(self.config.steps).float(), persistent=False)
 
     def eps(self, noisy: torch.Tensor, obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,8 @@ from typing import Literal
 
 import torch
 
-from vdd_ros.teacher.base import DiffusionTeacher
-from vdd_ros.teacher.network import DenoiserMLP, NetworkConfig
+from vdd_ros.teacher.base import NetworkTeacher
+from vdd_ros.teacher.network import NetworkConfig
 
 Sampler = Literal["euler", "heun", "euler_ancestral"]
 
@@ -49,7 +49,7 @@ def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> tor
     return torch.cat([(hi + ramp * (lo - hi)) ** rho, torch.zeros(1, dtype=torch.float64)])
 
 
-class EDMTeacher(DiffusionTeacher):
+class EDMTeacher(NetworkTeacher):
     """pi(a|s) as a preconditioned denoiser; the noise level is sigma."""
 
     family = "edm"
@@ -63,13 +63,10 @@ class EDMTeacher(DiffusionTeacher):
         network: NetworkConfig | None = None,
         config: EDMConfig | None = None,
     ) -> None:
-        super().__init__()
-        self.obs_dim, self.act_dim, self.obs_window, self.act_chunk = obs_dim, act_dim, obs_window, act_chunk
-        self.network_config = network or NetworkConfig()
+        super().__init__(obs_dim, act_dim, obs_window, act_chunk, network)
         self.config = config or EDMConfig()
         if not 0 < self.config.sigma_min < self.config.sigma_max:
             raise ValueError("EDM needs 0 < sigma_min < sigma_max")
-        self.net = DenoiserMLP(obs_dim, act_dim, obs_window, act_chunk, self.network_config)
 
     def denoise(self, noisy: torch.Tensor, obs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Preconditioned D(a; sigma) = c_skip a + c_out F(c_in a, c_noise)."""
