@@ -116,7 +116,8 @@ def run_ros_loop(
     success = np.array([r.success for r in results])
     paths = np.array([r.path_index if r.success else -1 for r in results])
     counts = path_histogram(paths, NUM_PATHS)
-    last = status[-1] if status else None
+    measured = [st for st in status if np.isfinite(st.inference_latency_p50_ms)]  # stale windows have none
+    last = measured[-1] if measured else None
     return LoopResult(
         episodes=len(results),
         success_rate=float(success.mean()),
