@@ -19,7 +19,7 @@ import torch
 
 from vdd_ros.cli import collect_demos
 from vdd_ros.cli.bench import latency_samples_ms, machine_name
-from vdd_ros.cli.train_teacher import _rollout_eval
+from vdd_ros.cli.train_teacher import rollout_evaluator
 from vdd_ros.config import load_config
 from vdd_ros.distill.run import load_params_file, run_distillation
 from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if step < tcfg.iterations:
         data = load_train_data(tcfg)
         result = train_teacher(
-            tcfg, data, teacher_dir, resume=step >= 0, evaluate=_rollout_eval(tcfg.eval_episodes, tcfg.seed)
+            tcfg, data, teacher_dir, resume=step >= 0, evaluate=rollout_evaluator(tcfg.eval_episodes, tcfg.seed)
         )
         if result.interrupted:
             print("interrupted: run `make demo` again to resume")

@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _rollout_eval(episodes: int, seed: int):
+def rollout_evaluator(episodes: int, seed: int):
     """Periodic model selection signal: a few rollouts of the EMA teacher at default steps."""
 
     def evaluate(teacher: DiffusionTeacher, meta: TeacherMeta) -> dict[str, float]:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: nothing to resume in {out / STATE_DIR}", file=sys.stderr)
             return 2
         data = load_train_data(cfg)
-        evaluate = _rollout_eval(cfg.eval_episodes, cfg.seed) if data.task == TASK_NAME else None
+        evaluate = rollout_evaluator(cfg.eval_episodes, cfg.seed) if data.task == TASK_NAME else None
         result = train_teacher(cfg, data, out, resume=args.resume, evaluate=evaluate)
     except (ConfigError, DatasetError, TeacherCheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
