@@ -89,7 +89,7 @@ class _Probe:
         rclpy.shutdown(context=self.context)
 
 
-def _start(policy: str, rate: float, ns: str, log_dir: pathlib.Path, priority: int) -> NodeProcess:
+def _start(policy: str, rate: float, ns: str, log_dir: pathlib.Path, extra: list[str]) -> NodeProcess:
     return NodeProcess(
         "controller",
         [
@@ -102,19 +102,18 @@ def _start(policy: str, rate: float, ns: str, log_dir: pathlib.Path, priority: i
             "-p",
             "status_rate_hz:=2.0",
             "-p",
-            f"realtime_priority:={priority}",
-            "-p",
             "stale_timeout_s:=1.0",
+            *extra,
         ],
         log_dir / f"controller_{int(rate)}.log",
     )
 
 
 def bench_rate(
-    policy: str, names: list[str], rate: float, seconds: float, log_dir: pathlib.Path, priority: int
+    policy: str, names: list[str], rate: float, seconds: float, log_dir: pathlib.Path, extra: list[str]
 ) -> dict:
     ns = f"/bench_{int(rate)}"
-    proc = _start(policy, rate, ns, log_dir, priority)
+    proc = _start(policy, rate, ns, log_dir, extra)
     probe = _Probe(ns, names)
     try:
         probe.wait(lambda: len(probe.status) >= 2 and len(probe.actions) > 10, 30.0, "controller output")
@@ -146,10 +145,10 @@ def stamp_s(msg) -> float:
     return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
 
 
-def bench_swap(policies: list[str], names: list[str], swaps: int, log_dir: pathlib.Path, priority: int) -> dict:
+def bench_swap(policies: list[str], names: list[str], swaps: int, log_dir: pathlib.Path, extra: list[str]) -> dict:
     """Swap between policies at 500 Hz; time the parameter call and count missed ticks."""
     ns = "/bench_swap"
-    proc = _start(policies[0], 500.0, ns, log_dir, priority)
+    proc = _start(policies[0], 500.0, ns, log_dir, extra)
     probe = _Probe(ns, names)
     call_ms, first_action_ms = [], []
     try:
@@ -189,6 +188,7 @@ def bench_swap(policies: list[str], names: list[str], swaps: int, log_dir: pathl
 def markdown(report: dict, argv: list[str] | None) -> str:
     rows = [
         f"Machine: {report['machine']}; SCHED_FIFO priority {report['realtime_priority'] or 'off'}; "
+        f"sync_to_observations {report['sync']}; "
         "random 8-expert MoE (same graph layout as a distilled one).",
         "",
         "| rate [Hz] | achieved [Hz] | obs->action p50 / p99 [ms] | inference p50 / p99 [ms] | overruns | missed |",
@@ -219,17 +219,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--swaps", type=int, default=10)
     ap.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority of the control thread")
+    ap.add_argument("--sync", action="store_true", help="controller ticks on fresh observations (sync_to_observations)")
     ap.add_argument("--out", default="runs/bench_loop.json")
     ap.add_argument("--results", default="docs/results.md", help="markdown file to update ('' = none)")
     args = ap.parse_args(argv)
+    extra = [
+        "-p",
+        f"realtime_priority:={args.realtime_priority}",
+        "-p",
+        f"sync_to_observations:={str(args.sync).lower()}",
+    ]
     log_dir = pathlib.Path(tempfile.mkdtemp(prefix="vdd_bench_loop_"))
     names = [f"obs_{i}" for i in range(4)]
     policies = [str(log_dir / f"policy_{k}.onnx") for k in ("a", "b")]
     for k, path in enumerate(policies):
         export_random_policy(path, policy_id=pathlib.Path(path).stem, seed=k, num_experts=8)
-    report = {"machine": machine_name(), "rates": [], "swap": None, "realtime_priority": args.realtime_priority}
+    report = {
+        "machine": machine_name(),
+        "rates": [],
+        "swap": None,
+        "realtime_priority": args.realtime_priority,
+        "sync": args.sync,
+    }
     for rate in args.rates:
-        r = bench_rate(policies[0], names, rate, args.seconds, log_dir, args.realtime_priority)
+        r = bench_rate(policies[0], names, rate, args.seconds, log_dir, extra)
         report["rates"].append(r)
         print(
             f"{rate:6.0f} Hz: achieved {r['achieved_hz']:7.1f} Hz, obs->action p50 {r['obs_to_action_p50_ms']:.3f} "
@@ -237,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             f"overruns {r['overruns']}, missed {r['missed_ticks']}",
             flush=True,
         )
-    report["swap"] = bench_swap(policies, names, args.swaps, log_dir, args.realtime_priority)
+    report["swap"] = bench_swap(policies, names, args.swaps, log_dir, extra)
     s = report["swap"]
     print(
         f"swap at 500 Hz x{s['swaps']}: call p50 {s['swap_call_p50_ms']:.1f} ms (max {s['swap_call_max_ms']:.1f}), "

@@ -102,6 +102,7 @@ class ControllerNode(Node):
         rate = p["control_rate_hz"] or 1.0 / self._contract.control_period_s
         self._period = 1.0 / rate
         self._stale_timeout = p["stale_timeout_s"]
+        self._sync = p["sync_to_observations"]
         self._stale_behaviour = p["stale_behavior"]
         if self._stale_behaviour not in STALE_BEHAVIOURS:
             raise SystemExit(f"controller: stale_behavior must be one of {STALE_BEHAVIOURS}")
@@ -157,6 +158,11 @@ class ControllerNode(Node):
                 "coherent expert choice; 0 = re-draw the expert independently every tick (the paper)",
             ),
             "control_rate_hz": (0.0, "0 = the policy's own rate (1 / control_period_s)"),
+            "sync_to_observations": (
+                False,
+                "tick as soon as a new observation arrives and continue the period from there: no wait for the "
+                "next tick, at most one extra tick per observation; false = fixed-phase ticks",
+            ),
             "stale_timeout_s": (0.2, "an observation older than this is stale"),
             "stale_behavior": ("zero", f"on stale input: one of {STALE_BEHAVIOURS}"),
             "observation_type": ("joint_state", "'joint_state' (names mapped) or 'array' (Float64MultiArray)"),
@@ -260,6 +266,8 @@ class ControllerNode(Node):
         with self._obs_lock:
             self._obs_seq += 1
             self._obs = _Observation(values.astype(np.float32), stamp, time.monotonic(), self._obs_seq)
+        if self._sync and self._loop is not None:
+            self._loop.wake()
 
     def _on_joint_state(self, msg: JointState) -> None:
         try:

@@ -33,6 +33,7 @@ class DeadlineLoop:
         self.last_work_s = 0.0
         self._priority = realtime_priority
         self._tick_done = threading.Event()
+        self._wake = threading.Event()
         self.realtime_error = ""  # why SCHED_FIFO could not be set, if it was asked for
 
     def start(self) -> None:
@@ -40,7 +41,16 @@ class DeadlineLoop:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        self._wake.set()
         self._thread.join(timeout)
+
+    def wake(self) -> None:
+        """Fresh input: tick now rather than at the next deadline, and re-phase the period.
+
+        With inputs at the control rate the ticks lock onto them (one tick per input, no
+        waiting for the next deadline); otherwise each input adds at most one tick.
+        """
+        self._wake.set()
 
     def wait_for_slack(self) -> None:
         """Block until a tick has just finished (at most two periods).
@@ -68,8 +78,10 @@ class DeadlineLoop:
                 self.missed += skipped
                 deadline += skipped * period
             while (remaining := deadline - time.monotonic()) > 0:
-                if remaining > _SPIN_S:
-                    time.sleep(remaining - _SPIN_S)
+                if remaining > _SPIN_S and self._wake.wait(remaining - _SPIN_S):
+                    self._wake.clear()
+                    deadline = time.monotonic()  # tick now; the period continues from here
+                    break
             start = time.monotonic()
             self._tick()
             self.last_work_s = time.monotonic() - start
