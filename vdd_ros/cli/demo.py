@@ -38,8 +38,8 @@ class DemoPlan:
     ros_episodes: int
 
 
-FULL = DemoPlan(pathlib.Path("runs/demo"), 1200, 8000, 2000, 480, 24)
-FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 1200, 3000, 600, 96, 6)
+FULL = DemoPlan(pathlib.Path("runs/demo"), 1200, 8000, 4000, 480, 24)
+FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 1200, 3000, 1000, 96, 6)
 
 
 def _stage(n: int, text: str) -> float:
