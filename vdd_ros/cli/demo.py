@@ -21,7 +21,7 @@ from vdd_ros.cli import collect_demos
 from vdd_ros.cli.bench import latency_samples_ms, machine_name
 from vdd_ros.cli.train_teacher import rollout_evaluator
 from vdd_ros.config import load_config
-from vdd_ros.distill.run import load_params_file, run_distillation
+from vdd_ros.distill.run import describe_eval, load_params_file, run_distillation
 from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
 from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
 from vdd_ros.teacher.policy import TeacherPolicy
@@ -197,11 +197,7 @@ def _print_event(event: dict) -> None:
     if kind == "train" and event["iteration"] % 200 == 0:
         print(f"    distill {event['iteration']}/{event['iterations']}", flush=True)
     elif kind in ("eval", "final_eval"):
-        print(
-            f"    {kind} @ {event['iteration']}: success {event['success_rate']:.3f}, "
-            f"entropy {event['entropy']:.3f} ({event['episodes']} rollouts)",
-            flush=True,
-        )
+        print(f"    {describe_eval(event)}", flush=True)
 
 
 def _print_summary(r: dict) -> None:

@@ -303,17 +303,21 @@ def _finish(out: pathlib.Path, summary: dict[str, Any], start: float) -> dict[st
     return summary
 
 
+def describe_eval(event: dict) -> str:
+    """One line for an "eval"/"final_eval" progress event (shared by the CLI, node and demo)."""
+    return (
+        f"{event['event']} @ {event['iteration']}: success {event['success_rate']:.3f}, "
+        f"entropy {event['entropy']:.3f} over {event['episodes']} rollouts"
+    )
+
+
 def _print_progress(event: dict) -> None:
     kind = event.get("event")
     if kind == "train":
         fields = " ".join(f"{k}={v:.4g}" for k, v in event.items() if isinstance(v, float))
         print(f"[{event['iteration']}/{event['iterations']}] {fields}", flush=True)
     elif kind in ("eval", "final_eval"):
-        print(
-            f"{kind} @ {event['iteration']}: success {event['success_rate']:.3f} entropy {event['entropy']:.3f} "
-            f"({event['episodes']} episodes)",
-            flush=True,
-        )
+        print(describe_eval(event), flush=True)
     else:
         print(json.dumps(event), flush=True)
 

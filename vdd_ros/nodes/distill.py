@@ -21,7 +21,7 @@ from rclpy.parameter_client import AsyncParameterClient
 from vdd_ros_msgs.msg import DistillProgress
 
 from vdd_ros.config import ConfigError, from_dict
-from vdd_ros.distill.run import DistillConfig, DistillError, run_distillation
+from vdd_ros.distill.run import DistillConfig, DistillError, describe_eval, run_distillation
 
 
 class DistillNode(Node):
@@ -71,10 +71,7 @@ class DistillNode(Node):
                 )
         elif kind in ("eval", "final_eval"):
             self._last = {"success_rate": event["success_rate"], "entropy": event["entropy"]}
-            log.info(
-                f"{kind} @ {event['iteration']}: success {event['success_rate']:.3f}, "
-                f"entropy {event['entropy']:.3f} over {event['episodes']} episodes"
-            )
+            log.info(describe_eval(event))
             self._publish("evaluating", iteration=event["iteration"])
         else:
             log.info(str(event))
