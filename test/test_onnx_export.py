@@ -225,3 +225,21 @@ def test_random_policy_is_fast_and_valid(tmp_path):
     )
     assert action.shape == (3, 1, 2) and np.all(np.abs(action) < 0.05)
     np.testing.assert_allclose(gating.sum(1), 1.0, rtol=1e-5)
+
+
+def test_uniform_gating_graph_has_constant_shapes(tmp_path):
+    """Batch-1 latency is dominated by node count: no shape arithmetic or control flow in the graph."""
+    torch.manual_seed(0)
+    cfg = MoEConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, obs_window=T, act_chunk=H, num_experts=Z, gating="uniform")
+    moe = GaussianMoE(cfg)
+    path = tmp_path / "uniform.onnx"
+    export_policy(moe, _contract("diagonal"), OBS_NORM, ACT_NORM, path)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert not ops & {"Shape", "If", "Gather", "GatherElements", "Where", "Expand", "ConstantOfShape"}, ops
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(3)
+    gumbel = rng.gumbel(size=(5, Z)).astype(np.float32)
+    feeds = {"obs": _obs(rng, 5), "gumbel": gumbel, "eps": np.zeros((5, H * ACT_DIM), np.float32)}
+    _, expert, gating = sess.run(None, feeds)
+    np.testing.assert_allclose(gating, 1.0 / Z, rtol=1e-6)
+    np.testing.assert_array_equal(expert, np.argmax(gumbel, axis=1))

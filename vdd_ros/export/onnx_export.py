@@ -20,6 +20,7 @@ import warnings
 import onnx
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, PolicyContract
@@ -36,6 +37,7 @@ class _RawPolicyGraph(nn.Module):
         self.moe = moe
         self.act_chunk = moe.config.act_chunk
         self.act_dim = moe.config.act_dim
+        self.num_experts = moe.config.num_experts
         self.register_buffer("obs_mean", torch.as_tensor(obs_normalizer.mean, dtype=torch.float32))
         self.register_buffer("obs_std", torch.as_tensor(obs_normalizer.std, dtype=torch.float32))
         self.register_buffer("act_mean", torch.as_tensor(act_normalizer.mean, dtype=torch.float32))
@@ -46,13 +48,14 @@ class _RawPolicyGraph(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         out = self.moe((obs - self.obs_mean) / self.obs_std)
         expert = torch.argmax(out.log_gating + gumbel, dim=-1)
-        d = out.mean.shape[-1]
-        mean = torch.gather(out.mean, 1, expert.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
+        # Select by a one-hot mask rather than gather + squeeze: same values, and a graph of
+        # constant shapes (measured: the Shape/Gather/If chain cost more than the matmuls).
+        pick = F.one_hot(expert, self.num_experts).to(out.mean.dtype)
+        mean = (out.mean * pick.unsqueeze(-1)).sum(1)
         if is_diagonal(out.scale, out.mean):
-            scale = torch.gather(out.scale, 1, expert.view(-1, 1, 1).expand(-1, 1, d)).squeeze(1)
-            action = mean + scale * eps
+            action = mean + (out.scale * pick.unsqueeze(-1)).sum(1) * eps
         else:
-            scale = torch.gather(out.scale, 1, expert.view(-1, 1, 1, 1).expand(-1, 1, d, d)).squeeze(1)
+            scale = (out.scale * pick.view(-1, self.num_experts, 1, 1)).sum(1)
             action = mean + (scale @ eps.unsqueeze(-1)).squeeze(-1)
         action = action.view(-1, self.act_chunk, self.act_dim) * self.act_std + self.act_mean
         return action, expert, out.log_gating.exp()

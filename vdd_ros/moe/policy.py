@@ -130,6 +130,8 @@ class GaussianMoE(nn.Module):
                 _ResidualMLP(config.hidden, config.gating_hidden, config.gating_blocks),
                 nn.Linear(config.gating_hidden, z),
             )
+        self.register_buffer("_zero_gating", torch.zeros(z, config.hidden), persistent=False)
+        self.register_buffer("_uniform_logits", torch.full((z,), -math.log(z)), persistent=False)
         self.diag_shift = _inverse_softplus(config.init_std - config.min_std)
         self.register_buffer("_tril_map", _tril_map(d), persistent=False)
         self._init_heads()
@@ -168,24 +170,23 @@ class GaussianMoE(nn.Module):
 
     def log_gating(self, feats: torch.Tensor) -> torch.Tensor:
         """log q(z|s) (B, Z) from trunk features, which are detached here by design."""
-        z = self.config.num_experts
-        if self.gating_net is None:
-            return torch.full((feats.shape[0], z), -math.log(z), dtype=feats.dtype, device=feats.device)
+        if self.gating_net is None:  # uniform: a zero-weight linear map, one Gemm in the exported graph
+            return F.linear(feats.detach(), self._zero_gating, self._uniform_logits)
         return torch.log_softmax(self.gating_net(feats.detach()), dim=-1)
 
     def experts(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means (B, Z, D) and scales of all experts from trunk features."""
         cfg = self.config
-        b, z, d = feats.shape[0], cfg.num_experts, cfg.action_size
-        mean = self.mean_head(feats).view(b, z, d)
+        z, d = cfg.num_experts, cfg.action_size  # constant shapes: no Shape ops in the exported graph
+        mean = self.mean_head(feats).view(-1, z, d)
         raw = self.cov_head(feats)
         if cfg.covariance == "diagonal":
-            scale = F.softplus(raw.view(b, z, d) + self.diag_shift) + cfg.min_std
+            scale = F.softplus(raw.view(-1, z, d) + self.diag_shift) + cfg.min_std
         else:
-            raw = raw.view(b, z, -1)
+            raw = raw.view(-1, z, d * (d + 1) // 2)
             diag = F.softplus(raw[..., :d] + self.diag_shift) + cfg.min_std
             entries = torch.cat([diag, raw[..., d:]], dim=-1)
-            scale = (entries @ self._tril_map).view(b, z, d, d)
+            scale = (entries @ self._tril_map).view(-1, z, d, d)
         return mean, scale
 
     def forward(self, obs: torch.Tensor) -> MoEOutput:

@@ -83,6 +83,7 @@ class ControllerNode(Node):
         self.counters = dict.fromkeys(("invalid", "stale", "swaps", "rejected", "published"), 0)
         self._message = ""
         self._latency = LatencyWindow()
+        self._obs_latency = LatencyWindow()
         self._seq = 0
         self._last_action: np.ndarray | None = None
         self._loop: DeadlineLoop | None = None
@@ -303,7 +304,8 @@ class ControllerNode(Node):
             active.noise.reset()
             self._filter.reset()
             active.episode, active.obs_seq = episode, -1
-        if obs.seq != active.obs_seq:  # the window advances once per new observation, as in training
+        fresh = obs.seq != active.obs_seq
+        if fresh:  # the window advances once per new observation, as in training
             active.inputs, active.obs_seq = active.window.push(obs.values[None]), obs.seq
         started = time.perf_counter()
         action, expert, gating = active.policy.run(active.inputs, *active.noise.draw(1))
@@ -315,6 +317,8 @@ class ControllerNode(Node):
             self._publish_safe(obs)
             return
         self._publish(filtered, obs.stamp, z, float(gating[0, z]), PolicyAction.SOURCE_POLICY, active)
+        if fresh:
+            self._obs_latency.add(time.monotonic() - obs.received)
 
     def _publish_safe(self, obs: _Observation | None) -> None:
         if self._stale_behaviour == "stop" or obs is None:
@@ -356,6 +360,8 @@ class ControllerNode(Node):
         self._last_status = (now, ticks)
         p50, p99, worst = self._latency.summary_ms()
         self._latency.clear()
+        obs_p50, obs_p99, obs_worst = self._obs_latency.summary_ms()
+        self._obs_latency.clear()
         with self._obs_lock:
             obs = self._obs
         stale = obs is None or now - obs.received > self._stale_timeout
@@ -370,6 +376,9 @@ class ControllerNode(Node):
         msg.control_rate_target_hz = 1.0 / self._period
         msg.control_rate_achieved_hz = (ticks - ticks_then) / max(now - then, 1e-9)
         msg.inference_latency_p50_ms, msg.inference_latency_p99_ms, msg.inference_latency_max_ms = p50, p99, worst
+        msg.observation_to_action_p50_ms = obs_p50
+        msg.observation_to_action_p99_ms = obs_p99
+        msg.observation_to_action_max_ms = obs_worst
         msg.ticks = ticks
         msg.tick_overruns = self._loop.overruns
         msg.missed_ticks = self._loop.missed
@@ -395,6 +404,7 @@ class ControllerNode(Node):
             "rate_achieved_hz": f"{status.control_rate_achieved_hz:.1f}",
             "inference_p50_ms": f"{status.inference_latency_p50_ms:.3f}",
             "inference_p99_ms": f"{status.inference_latency_p99_ms:.3f}",
+            "observation_to_action_p99_ms": f"{status.observation_to_action_p99_ms:.3f}",
             "overruns": str(status.tick_overruns),
             "missed_ticks": str(status.missed_ticks),
             "stale_observations": str(status.stale_observations),

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import rclpy
 from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+from rclpy.context import Context
 from rclpy.executors import Executor, ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
@@ -19,6 +20,19 @@ def default_policy_path() -> str:
         return os.path.join(get_package_share_directory("vdd_ros"), "policies", DEFAULT_POLICY_FILE)
     except PackageNotFoundError:
         return ""
+
+
+def low_overhead_executor(context: Context | None = None) -> Executor:
+    """rclpy's C++ EventsExecutor where the distribution has it (Kilted), else the single-threaded one.
+
+    For loops that call ``spin_once`` from one thread (the bench probe). Measured here: its
+    ``spin()`` never fires timers, so the nodes keep the single-threaded executor.
+    """
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)
 
 
 def spin_node(
