@@ -118,3 +118,17 @@ def test_corrupt_inputs_fail_fast(inputs, tmp_path):
     (tmp_path / "demos.safetensors").write_bytes(b"garbage")
     with pytest.raises(DistillError, match="dataset"):
         run_distillation(_cfg(inputs, dataset=str(tmp_path / "demos.safetensors"), output=str(tmp_path / "o2")))
+
+
+def test_student_states_are_collected_and_survive_resume(inputs):
+    """With student_states > 0 the evaluation rollouts feed the state buffer, which the checkpoint keeps."""
+    cfg = _cfg(inputs, name="student", iterations=6, student_states=0.5, student_state_capacity=40)
+    checks = itertools.count()
+    stopped = run_distillation(cfg, should_stop=lambda: next(checks) >= 3)  # after the eval at 2
+    assert stopped["status"] == "stopped"
+    state = json.loads((inputs / "student" / "checkpoint" / "state.json").read_text())
+    first = state["extra"]["evals"][0]["student_states"]
+    assert 0 < first <= 40
+    done = run_distillation(cfg)
+    counts = [e["student_states"] for e in done["evals"]]
+    assert done["status"] == "done" and counts[0] == first and counts[-1] == 40  # capacity-bounded, grows

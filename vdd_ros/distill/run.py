@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import yaml
 
@@ -66,6 +67,8 @@ class DistillConfig:
     noise_high: float = -1.0
     lr: float = 1e-3
     obs_noise: float = 0.0
+    student_states: float = 0.0
+    student_state_capacity: int = 50000
     device: str = "auto"
     torch_threads: int = 2
     seed: int = 0
@@ -166,6 +169,7 @@ def _make_trainer(cfg: DistillConfig, inputs: _Inputs, device: torch.device) -> 
         noise_high=None if cfg.noise_high < 0 else cfg.noise_high,
         lr=cfg.lr,
         obs_noise=cfg.obs_noise,
+        student_states=cfg.student_states,
         seed=cfg.seed,
     )
     return VDDTrainer(moe, inputs.teacher, inputs.obs, inputs.actions, vdd, device)
@@ -202,11 +206,27 @@ def _contract(cfg: DistillConfig, inputs: _Inputs, moe: GaussianMoE, iteration: 
 
 
 def _evaluate(
-    cfg: DistillConfig, inputs: _Inputs, moe: GaussianMoE, iteration: int, episodes: int, path: pathlib.Path
+    cfg: DistillConfig,
+    inputs: _Inputs,
+    moe: GaussianMoE,
+    iteration: int,
+    episodes: int,
+    path: pathlib.Path,
+    visited: list[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Export ``moe`` to ``path`` and roll the exported graph out: what is evaluated is what ships."""
+    """Export ``moe`` to ``path`` and roll the exported graph out: what is evaluated is what ships.
+
+    ``visited``, if given, receives the raw observation windows of the rollouts (each
+    window once: a finished episode's frozen state is not repeated).
+    """
     export_policy(moe, _contract(cfg, inputs, moe, iteration), inputs.meta.obs_norm, inputs.meta.act_norm, path)
-    result = run_rollouts(OnnxPolicy(str(path), mode=cfg.eval_mode, seed=cfg.seed), episodes=episodes, seed=cfg.seed)
+    policy = OnnxPolicy(str(path), mode=cfg.eval_mode, seed=cfg.seed)
+    policy.visited = [] if visited is not None else None
+    result = run_rollouts(policy, episodes=episodes, seed=cfg.seed)
+    if visited is not None and policy.visited:
+        steps = np.stack(policy.visited)  # (L, B, T, obs_dim)
+        moved = np.concatenate([np.ones_like(steps[:1, :, 0, 0], bool), np.any(steps[1:] != steps[:-1], axis=(2, 3))])
+        visited.append(steps[moved])
     return {"iteration": iteration, **result.to_json_dict()}
 
 
@@ -256,7 +276,12 @@ def run_distillation(
         if not finished:
             return _finish(out, {"status": "stopped", "iteration": trainer.iteration}, start)
         if evaluate:
-            ev = _evaluate(cfg, inputs, trainer.moe, trainer.iteration, cfg.eval_episodes, candidate)
+            visited: list[np.ndarray] | None = [] if cfg.student_states > 0 else None
+            ev = _evaluate(cfg, inputs, trainer.moe, trainer.iteration, cfg.eval_episodes, candidate, visited)
+            if visited:
+                states = torch.from_numpy(inputs.meta.obs_norm.normalize(visited[0]))
+                trainer.add_student_states(states, cfg.student_state_capacity)
+                ev["student_states"] = int(trainer.student_obs.shape[0])
             report({"event": "eval", **ev})
             trainer.extra["evals"].append(ev)
             best = trainer.extra["best"]

@@ -92,6 +92,8 @@ class MoETrainer(abc.ABC):
             raise ValueError("obs and actions must hold the same number of windows")
         self.moe = moe.to(device)
         self.device = device
+        # Normalised windows the student itself visited (see add_student_states); empty = dataset only.
+        self.student_obs = torch.zeros((0, *self.obs.shape[1:]), dtype=self.obs.dtype, device=device)
         self.iterations = iterations
         self.base_lr = lr
         self.lr_decay = lr_decay
@@ -134,6 +136,23 @@ class MoETrainer(abc.ABC):
 
     def _batch_indices(self, n: int, batch: int) -> torch.Tensor:
         return torch.randint(n, (batch,), generator=self.generator, device=self.device)
+
+    def add_student_states(self, windows: torch.Tensor, capacity: int) -> None:
+        """Append normalised windows (M, T, obs_dim) the student visited, keeping the newest ``capacity``."""
+        merged = torch.cat([self.student_obs, windows.to(self.device, self.obs.dtype)])
+        self.student_obs = merged[-capacity:] if capacity > 0 else merged[:0]
+
+    def _state_batch(self, batch: int, student_fraction: float) -> torch.Tensor:
+        """Dataset states, with ``student_fraction`` of the batch from the student's own states when there are any.
+
+        Distillation needs states only (the teacher labels them), so it can query the teacher
+        where the student actually goes -- the covariate shift behaviour cloning cannot fix.
+        """
+        k = round(batch * student_fraction) if self.student_obs.shape[0] else 0
+        parts = [self.obs[self._batch_indices(self.obs.shape[0], batch - k)]]
+        if k:
+            parts.append(self.student_obs[self._batch_indices(self.student_obs.shape[0], k)])
+        return torch.cat(parts)
 
     def _jitter(self, obs: torch.Tensor, std: float) -> torch.Tensor:
         """Gaussian noise on normalised dataset states, as the teacher saw them in training.
@@ -183,7 +202,10 @@ class MoETrainer(abc.ABC):
         tag = f"{self.iteration:08d}"
         model_name, optim_name = f"model-{tag}.safetensors", f"optim-{tag}.safetensors"
         model = {k: v.detach().contiguous().cpu() for k, v in self.moe.state_dict().items()}
-        optim: dict[str, torch.Tensor] = {"rng": self.generator.get_state().cpu()}
+        optim: dict[str, torch.Tensor] = {
+            "rng": self.generator.get_state().cpu(),
+            "student_obs": self.student_obs.detach().contiguous().cpu(),
+        }
         optim_meta = {}
         for name, opt in self._optimizers().items():
             tensors, optim_meta[name] = _optimizer_tensors(name, opt)
@@ -211,6 +233,7 @@ class MoETrainer(abc.ABC):
         self.moe.load_state_dict(load_file(str(directory / state["model"]), device=str(self.device)))
         optim = load_file(str(directory / state["optim"]), device="cpu")
         self.generator.set_state(optim.pop("rng"))
+        self.student_obs = optim.pop("student_obs", self.student_obs[:0].cpu()).to(self.device, self.obs.dtype)
         for name, opt in self._optimizers().items():  # Adam.load_state_dict moves moments to the params' device
             _restore_optimizer(name, opt, optim, state["optimizers"][name])
         self.iteration = int(state["iteration"])

@@ -39,6 +39,7 @@ class VDDConfig:
     lr_decay: bool = True
     use_q_tilde: bool = True  # False only for the negative control in tests
     obs_noise: float = 0.0  # std of the jitter on normalised states (see MoETrainer._jitter)
+    student_states: float = 0.0  # fraction of each expert batch from the student's own states
     seed: int = 0
 
 
@@ -132,11 +133,11 @@ class VDDTrainer(MoETrainer):
         cfg = self.config
         stats: dict[str, float] = {}
         for _ in range(cfg.expert_steps):
-            idx = self._batch_indices(self.obs.shape[0], cfg.batch_size)
+            states = self._state_batch(cfg.batch_size, cfg.student_states)
             loss, stats = vdd_expert_loss(
                 self.moe,
                 self.teacher,
-                self._jitter(self.obs[idx], cfg.obs_noise),
+                self._jitter(states, cfg.obs_noise),
                 cfg.samples_per_expert,
                 cfg.noise_low,
                 cfg.noise_high,

@@ -187,6 +187,7 @@ class OnnxPolicy:
         self.noise_correlation = noise_correlation
         c = self.loaded.contract
         self.name = f"vdd-moe[{c.policy_id}]"
+        self.visited: list[np.ndarray] | None = None  # set to [] to record every raw window fed to the graph
         self.reset(1, seed)
 
     def reset(self, n: int, seed: int) -> None:
@@ -196,5 +197,7 @@ class OnnxPolicy:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         window = self._window.push(obs)
+        if self.visited is not None:
+            self.visited.append(window.copy())
         action, _, _ = self.loaded.run(window, *self._noise.draw(window.shape[0]))
         return action[:, 0, :]
