@@ -37,6 +37,24 @@ def test_deadline_loop_keeps_its_rate_and_wake_ticks_at_once() -> None:
     assert loop.overruns == 0
 
 
+def test_inputs_at_the_control_rate_drive_every_tick() -> None:
+    """Woken at about the period, the loop ticks once per wake and adds no timer ticks in between."""
+    ticks: list[float] = []
+    loop = DeadlineLoop(0.1, lambda: ticks.append(time.monotonic()))
+    loop.start()
+    try:
+        loop.wake()  # lock on before the first 100 ms deadline
+        time.sleep(0.02)
+        count = len(ticks)
+        for _ in range(10):
+            time.sleep(0.09)  # inputs a little faster than the 100 ms period
+            loop.wake()
+        time.sleep(0.02)
+        assert len(ticks) - count == 10
+    finally:
+        loop.stop()
+
+
 def _choices(noise: NoiseSource, logits: np.ndarray, steps: int) -> np.ndarray:
     return np.array([int(np.argmax(logits + noise.draw(1)[0][0])) for _ in range(steps)])
 

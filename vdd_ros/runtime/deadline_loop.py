@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 _SPIN_S = 2e-4  # last stretch before a deadline is spun, not slept, for sub-100 us jitter
+_WAKE_GRACE = 0.5  # extra fraction of a period the timer waits after a woken tick
 
 
 class DeadlineLoop:
@@ -47,8 +48,9 @@ class DeadlineLoop:
     def wake(self) -> None:
         """Fresh input: tick now rather than at the next deadline, and re-phase the period.
 
-        With inputs at the control rate the ticks lock onto them (one tick per input, no
-        waiting for the next deadline); otherwise each input adds at most one tick.
+        After a woken tick the next deadline is 1.5 periods away, so inputs arriving at the
+        control rate (with some jitter) drive every tick -- one action per input, no extra
+        timer ticks in between -- and the timer only takes over when inputs are late.
         """
         self._wake.set()
 
@@ -80,7 +82,7 @@ class DeadlineLoop:
             while (remaining := deadline - time.monotonic()) > 0:
                 if remaining > _SPIN_S and self._wake.wait(remaining - _SPIN_S):
                     self._wake.clear()
-                    deadline = time.monotonic()  # tick now; the period continues from here
+                    deadline = time.monotonic() + _WAKE_GRACE * period  # tick now; timer waits 1.5 periods
                     break
             start = time.monotonic()
             self._tick()

@@ -52,9 +52,10 @@ class NoiseSource:
 
     ``correlation`` rho in [0, 1) makes the noise of one stream an AR(1) process over
     calls: a latent u_t = rho u_{t-1} + sqrt(1 - rho^2) n_t is N(0, 1) at every step and is
-    mapped to Gumbel(0, 1) (through the normal CDF) and used as eps. Each call's action is
-    therefore still an exact sample of q(a|s) -- z ~ q(z|s) -- but consecutive steps tend to
-    keep their expert instead of re-drawing it every 35 ms. rho = 0 is the paper's rule.
+    mapped to Gumbel(0, 1) (through the normal CDF) and used as eps. Each call's noise keeps
+    its exact marginal law (Gumbel-max still draws z with probability q(z|s) for that noise),
+    but consecutive steps tend to keep their expert instead of re-drawing it every 35 ms.
+    rho = 0 is the paper's rule.
     """
 
     def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int, correlation: float = 0.0) -> None:
