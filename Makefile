@@ -35,6 +35,7 @@ demo: setup
 # Needs the outputs of `make demo` (teacher, VDD policy); fits the EM baseline if missing.
 bench: setup
 	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop --realtime-priority 50
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop --realtime-priority 50 --sync
 	$(ENV) && $(VPY) -m vdd_ros.cli.bench --teacher runs/demo/teacher_ddpm --vdd runs/demo/distill_vdd \
 		--em runs/demo/distill_em --dataset runs/demo/demos.safetensors
 

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--swaps", type=int, default=10)
     ap.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority of the control thread")
     ap.add_argument("--sync", action="store_true", help="controller ticks on fresh observations (sync_to_observations)")
-    ap.add_argument("--out", default="runs/bench_loop.json")
+    ap.add_argument("--out", default="", help="JSON report (default runs/bench_loop[_sync].json)")
     ap.add_argument("--results", default="docs/results.md", help="markdown file to update ('' = none)")
     args = ap.parse_args(argv)
     extra = [
@@ -275,15 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         f"first new action p50 {s['swap_to_first_new_action_p50_ms']:.1f} ms, "
         f"missed ticks {s['missed_ticks_during_swaps']}, overruns {s['overruns_during_swaps']}"
     )
-    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out}")
+    out = pathlib.Path(args.out or f"runs/bench_loop{'_sync' if args.sync else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
     if args.results:
         update_results(
             pathlib.Path(args.results),
             markdown(report, sys.argv[1:] if argv is None else argv),
-            "bench_loop",
-            "Control loop over DDS (bench_loop)",
+            "bench_loop_sync" if args.sync else "bench_loop",
+            "Control loop over DDS (bench_loop" + (" --sync)" if args.sync else ")"),
         )
     return 0
 
