@@ -163,3 +163,17 @@ def test_controller_refuses_to_start_without_a_valid_policy(start_node, policies
     node.proc.wait(30)
     assert node.proc.returncode != 0
     assert "cannot start" in node.log()
+
+
+def test_one_draw_per_observation(start_node, ros: RosHarness, policies) -> None:
+    """Ticks between two observations repeat the same sample; a new observation draws anew."""
+    ns = "draws"
+    node = start_controller(start_node, policies["a"], ns, "-p", "sampling_mode:=sample")
+    client = ControllerClient(ros, ns)
+    client.wait_actions(300, what=f"actions; log:\n{node.log()}")
+    groups: dict[int, set[tuple]] = {}
+    for a in client.actions[50:]:
+        key = a.observation_stamp.sec * 1_000_000_000 + a.observation_stamp.nanosec
+        groups.setdefault(key, set()).add((a.expert_index, *a.action))
+    assert len(groups) > 20 and all(len(g) == 1 for g in groups.values()), "a tick re-drew within one observation"
+    assert len({next(iter(g)) for g in groups.values()}) > len(groups) // 2  # fresh samples per observation

@@ -49,6 +49,7 @@ class _Active:
     window: ObservationWindow
     sha_short: str
     inputs: np.ndarray | None = None  # current (1, T, obs_dim) window, None before any observation
+    draw: tuple[np.ndarray, np.ndarray] | None = None  # (gumbel, eps) for the current window
     obs_seq: int = -1  # sequence number of the newest observation pushed into the window
     episode: tuple[int, int] | None = None  # stamp of the episode start this window was reset for
 
@@ -250,6 +251,7 @@ class ControllerNode(Node):
             obs = self._obs
         if obs is not None:  # seed the new window so the new policy acts on the very next tick
             bundle.inputs, bundle.obs_seq = bundle.window.push(obs.values[None]), obs.seq
+            bundle.draw = noise.draw(1)
         return bundle
 
     def _announce(self, loaded: LoadedPolicy) -> None:
@@ -307,8 +309,12 @@ class ControllerNode(Node):
         fresh = obs.seq != active.obs_seq
         if fresh:  # the window advances once per new observation, as in training
             active.inputs, active.obs_seq = active.window.push(obs.values[None]), obs.seq
+            # One draw per observation, as in training and in-process evaluation: ticks in between
+            # repeat the same sample instead of re-drawing the expert (and noise_correlation acts
+            # per observation, not per tick -- at 500 Hz per tick it would decorrelate within a step).
+            active.draw = active.noise.draw(1)
         started = time.perf_counter()
-        action, expert, gating = active.policy.run(active.inputs, *active.noise.draw(1))
+        action, expert, gating = active.policy.run(active.inputs, *active.draw)
         self._latency.add(time.perf_counter() - started)
         z = int(expert[0])
         filtered = self._filter.apply(action.reshape(-1))
