@@ -33,12 +33,12 @@ class DemoPlan:
     root: pathlib.Path
     demos: int
     teacher_iterations: int
-    distill_iterations: int
+    distill_iterations: int | None  # None: the default distillation config, unchanged
     eval_episodes: int
     ros_episodes: int
 
 
-FULL = DemoPlan(pathlib.Path("runs/demo"), 1200, 8000, 4000, 480, 24)
+FULL = DemoPlan(pathlib.Path("runs/demo"), 1200, 8000, None, 480, 24)
 FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 1200, 3000, 1000, 96, 6)
 
 
@@ -110,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
             return 130
     print(f"    {teacher_dir} ({time.monotonic() - t:.0f} s)")
 
-    t = _stage(3, f"VDD distillation into 8 experts ({plan.distill_iterations} iterations) and ONNX export")
+    base = load_params_file("config/distill_avoiding.yaml")
+    iterations = plan.distill_iterations or base.iterations
+    t = _stage(3, f"VDD distillation into 8 experts ({iterations} iterations) and ONNX export")
     dcfg = dataclasses.replace(
-        load_params_file("config/distill_avoiding.yaml"),
+        base,
         teacher=str(teacher_dir),
         dataset=str(demos),
         output=str(root / "distill_vdd"),
-        iterations=plan.distill_iterations,
+        iterations=iterations,
         final_eval_episodes=plan.eval_episodes,
-        eval_every=max(plan.distill_iterations // 4, 1),
+        eval_every=base.eval_every if plan.distill_iterations is None else max(iterations // 4, 1),
     )
     summary_file = root / "distill_vdd" / "summary.json"
     done = summary_file.exists() and json.loads(summary_file.read_text()).get("status") == "done"

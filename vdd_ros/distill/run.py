@@ -46,6 +46,9 @@ class DistillError(ValueError):
     """The inputs of a distillation job are unusable (corrupt/mismatched teacher or dataset, stale checkpoint)."""
 
 
+EVAL_SEED = 0  # rollout seed of every evaluation (D3IL protocol), whatever the training seed
+
+
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
     """One distillation job. ROS parameters cannot be null, so a negative noise bound means "teacher default"."""
@@ -220,9 +223,9 @@ def _evaluate(
     window once: a finished episode's frozen state is not repeated).
     """
     export_policy(moe, _contract(cfg, inputs, moe, iteration), inputs.meta.obs_norm, inputs.meta.act_norm, path)
-    policy = OnnxPolicy(str(path), mode=cfg.eval_mode, seed=cfg.seed)
+    policy = OnnxPolicy(str(path), mode=cfg.eval_mode, seed=EVAL_SEED)
     policy.visited = [] if visited is not None else None
-    result = run_rollouts(policy, episodes=episodes, seed=cfg.seed)
+    result = run_rollouts(policy, episodes=episodes, seed=EVAL_SEED)
     if visited is not None and policy.visited:
         steps = np.stack(policy.visited)  # (L, B, T, obs_dim)
         moved = np.concatenate([np.ones_like(steps[:1, :, 0, 0], bool), np.any(steps[1:] != steps[:-1], axis=(2, 3))])
