@@ -215,22 +215,24 @@ def _evaluate(
     iteration: int,
     episodes: int,
     path: pathlib.Path,
-    visited: list[np.ndarray] | None = None,
-) -> dict[str, Any]:
+    collect_states: bool = False,
+) -> tuple[dict[str, Any], np.ndarray | None]:
     """Export ``moe`` to ``path`` and roll the exported graph out: what is evaluated is what ships.
 
-    ``visited``, if given, receives the raw observation windows of the rollouts (each
+    With ``collect_states`` also returns the raw observation windows of the rollouts (each
     window once: a finished episode's frozen state is not repeated).
     """
     export_policy(moe, _contract(cfg, inputs, moe, iteration), inputs.meta.obs_norm, inputs.meta.act_norm, path)
     policy = OnnxPolicy(str(path), mode=cfg.eval_mode, seed=EVAL_SEED)
-    policy.visited = [] if visited is not None else None
+    if collect_states:
+        policy.visited = []
     result = run_rollouts(policy, episodes=episodes, seed=EVAL_SEED)
-    if visited is not None and policy.visited:
+    states = None
+    if policy.visited:
         steps = np.stack(policy.visited)  # (L, B, T, obs_dim)
         moved = np.concatenate([np.ones_like(steps[:1, :, 0, 0], bool), np.any(steps[1:] != steps[:-1], axis=(2, 3))])
-        visited.append(steps[moved])
-    return {"iteration": iteration, **result.to_json_dict()}
+        states = steps[moved]
+    return {"iteration": iteration, **result.to_json_dict()}, states
 
 
 def run_distillation(
@@ -279,10 +281,11 @@ def run_distillation(
         if not finished:
             return _finish(out, {"status": "stopped", "iteration": trainer.iteration}, start)
         if evaluate:
-            visited: list[np.ndarray] | None = [] if cfg.student_states > 0 else None
-            ev = _evaluate(cfg, inputs, trainer.moe, trainer.iteration, cfg.eval_episodes, candidate, visited)
-            if visited:
-                states = torch.from_numpy(inputs.meta.obs_norm.normalize(visited[0]))
+            ev, visited = _evaluate(
+                cfg, inputs, trainer.moe, trainer.iteration, cfg.eval_episodes, candidate, cfg.student_states > 0
+            )
+            if visited is not None:
+                states = torch.from_numpy(inputs.meta.obs_norm.normalize(visited))
                 trainer.add_student_states(states, cfg.student_state_capacity)
                 ev["student_states"] = int(trainer.student_obs.shape[0])
             report({"event": "eval", **ev})
@@ -306,7 +309,7 @@ def run_distillation(
     if inputs.task == AVOIDING and cfg.final_eval_episodes > 0:
         # Evaluate a temporary export, then publish the very same bytes under policy.onnx.
         with tempfile.TemporaryDirectory(dir=out) as tmp:
-            final = _evaluate(cfg, inputs, moe, chosen, cfg.final_eval_episodes, pathlib.Path(tmp) / "policy.onnx")
+            final, _ = _evaluate(cfg, inputs, moe, chosen, cfg.final_eval_episodes, pathlib.Path(tmp) / "policy.onnx")
             summary["eval"] = final
             report({"event": "final_eval", **final})
             pathlib.Path(tmp, "policy.onnx").replace(policy_path)

@@ -156,14 +156,15 @@ class ControllerNode(Node):
             "seed": (0, "seed of the sampling noise"),
             "noise_correlation": (
                 DEFAULT_NOISE_CORRELATION,
-                "AR(1) correlation of the sampling noise over ticks in [0, 1): exact q(a|s) marginals, "
-                "coherent expert choice; 0 = re-draw the expert independently every tick (the paper)",
+                "AR(1) correlation of the sampling noise over observations in [0, 1): each draw keeps its "
+                "marginal law, the expert tends to persist; 0 = re-draw it independently per observation (the paper)",
             ),
             "control_rate_hz": (0.0, "0 = the policy's own rate (1 / control_period_s)"),
             "sync_to_observations": (
                 False,
-                "tick as soon as a new observation arrives and continue the period from there: no wait for the "
-                "next tick, at most one extra tick per observation; false = fixed-phase ticks",
+                "tick as soon as a new observation arrives, then let the timer wait 1.5 periods: one action "
+                "per observation at the control rate, timer ticks only when observations are late; "
+                "false = fixed-phase ticks",
             ),
             "stale_timeout_s": (0.2, "an observation older than this is stale"),
             "stale_behavior": ("zero", f"on stale input: one of {STALE_BEHAVIOURS}"),
@@ -364,10 +365,8 @@ class ControllerNode(Node):
         then, ticks_then = self._last_status
         ticks = self._loop.ticks
         self._last_status = (now, ticks)
-        p50, p99, worst = self._latency.summary_ms()
-        self._latency.clear()
-        obs_p50, obs_p99, obs_worst = self._obs_latency.summary_ms()
-        self._obs_latency.clear()
+        p50, p99, worst = self._latency.drain_summary_ms()
+        obs_p50, obs_p99, obs_worst = self._obs_latency.drain_summary_ms()
         with self._obs_lock:
             obs = self._obs
         stale = obs is None or now - obs.received > self._stale_timeout

@@ -30,3 +30,9 @@ class LatencyWindow:
         data = self._buf[:n] * 1e3
         p50, p99 = np.percentile(data, [50, 99])
         return float(p50), float(p99), float(data.max())
+
+    def drain_summary_ms(self) -> tuple[float, float, float]:
+        """``summary_ms`` of the samples so far, then start a new report window."""
+        summary = self.summary_ms()
+        self.clear()
+        return summary
