@@ -72,9 +72,23 @@ def stamp_ns(msg) -> int:
 def start_controller(start_node, policy: str, ns: str, *extra: str):
     return start_node(
         "controller",
-        ["-r", f"__ns:=/{ns}", "-p", f"policy_path:={policy}", "-p", "observation_type:=array",
-         "-p", "control_rate_hz:=500.0", "-p", "status_rate_hz:=10.0", "-p", "stale_timeout_s:=0.3",
-         "-p", "realtime_priority:=50", *extra],
+        [
+            "-r",
+            f"__ns:=/{ns}",
+            "-p",
+            f"policy_path:={policy}",
+            "-p",
+            "observation_type:=array",
+            "-p",
+            "control_rate_hz:=500.0",
+            "-p",
+            "status_rate_hz:=10.0",
+            "-p",
+            "stale_timeout_s:=0.3",
+            "-p",
+            "realtime_priority:=50",
+            *extra,
+        ],
     )
 
 

@@ -19,6 +19,7 @@ from vdd_ros.export.contract import METADATA_KEY, PolicyContract, file_sha256
 from vdd_ros.export.onnx_export import export_policy
 from vdd_ros.export.random_policy import export_random_policy
 from vdd_ros.moe.policy import GaussianMoE, MoEConfig
+from vdd_ros.runtime.onnx_policy import load_policy
 
 torch.set_num_threads(1)
 
@@ -27,7 +28,7 @@ OBS_NORM = Normalizer(np.array([0.5, -0.1, 0.5, -0.1], np.float32), np.array([0.
 ACT_NORM = Normalizer(np.array([0.001, 0.004], np.float32), np.array([0.01, 0.02], np.float32))
 
 
-def _moe(covariance: str) -> GaussianMoE:
+def _moe(covariance: str, velocity_gain: float = 1.5, activation: str = "mish") -> GaussianMoE:
     torch.manual_seed(0)
     moe = GaussianMoE(
         MoEConfig(
@@ -37,7 +38,8 @@ def _moe(covariance: str) -> GaussianMoE:
             act_chunk=H,
             num_experts=Z,
             covariance=covariance,
-            velocity_gain=1.5,
+            velocity_gain=velocity_gain,
+            activation=activation,
         )
     )
     moe.fit_delta_scale(torch.cumsum(0.05 * torch.randn(32, T, OBS_DIM), dim=1))
@@ -66,10 +68,15 @@ def _contract(covariance: str) -> PolicyContract:
     )
 
 
-@pytest.fixture(scope="module", params=["diagonal", "full"])
+# velocity_gain 0: the exporter folds the observation normaliser into the trunk's input layer.
+@pytest.fixture(
+    scope="module",
+    params=[("diagonal", 1.5, "mish"), ("full", 1.5, "mish"), ("diagonal", 0.0, "silu"), ("full", 0.0, "mish")],
+    ids=lambda p: "-".join(map(str, p)),
+)
 def exported(request, tmp_path_factory):
-    cov = request.param
-    moe = _moe(cov)
+    cov, velocity_gain, activation = request.param
+    moe = _moe(cov, velocity_gain, activation)
     path = tmp_path_factory.mktemp(cov) / "policy.onnx"
     digest = export_policy(moe, _contract(cov), OBS_NORM, ACT_NORM, path)
     return moe, path, digest, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -132,6 +139,23 @@ def test_dynamic_batch(exported):
             },
         )
         assert [o.shape[0] for o in out] == [n, n, n]
+
+
+def test_bound_batch_one_calls_match_session_run(exported):
+    """LoadedPolicy.run's bound path (batch 1) gives run()'s values and fresh arrays; other batches fall back."""
+    _, path, _, sess = exported
+    loaded = load_policy(str(path), warmup_runs=1)
+    rng = np.random.default_rng(3)
+    for n in (1, 1, 5):
+        feed = (_obs(rng, n), rng.gumbel(size=(n, Z)).astype(np.float32), rng.standard_normal((n, H * ACT_DIM)))
+        got = loaded.run(feed[0], feed[1], feed[2].astype(np.float32))
+        want = sess.run(None, {"obs": feed[0], "gumbel": feed[1], "eps": feed[2].astype(np.float32)})
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    first = loaded.run(*(a[:1] for a in feed[:2]), np.zeros((1, H * ACT_DIM), np.float32))[0]
+    kept = first.copy()
+    loaded.run(_obs(rng, 1), np.zeros((1, Z), np.float32), np.ones((1, H * ACT_DIM), np.float32))
+    np.testing.assert_array_equal(first, kept)  # a later call does not overwrite a returned action
 
 
 def test_gumbel_frequencies_match_gating(exported):

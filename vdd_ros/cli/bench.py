@@ -28,6 +28,7 @@ import torch
 
 from vdd_ros.distill.run import load_params_file, run_distillation
 from vdd_ros.moe.policy import GaussianMoE
+from vdd_ros.runtime.bound_session import BoundSession
 from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
 from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
 from vdd_ros.teacher.policy import TeacherPolicy
@@ -83,8 +84,8 @@ def teacher_onnx_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dic
             session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
         except Exception as exc:  # exporter limitations are reported, not fatal
             return f"not exportable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-    feed = {"obs": obs.numpy()}
-    return _time_calls(lambda: session.run(None, feed), repeats)
+    bound, feed = BoundSession(session), obs.numpy()  # the same call path as the MoE's LoadedPolicy.run
+    return _time_calls(lambda: bound(feed), repeats)
 
 
 def teacher_torch_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dict[str, float]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vdd_ros.cli import collect_demos
-from vdd_ros.cli.bench import latency_samples_ms, machine_name
+from vdd_ros.cli.bench import latency_samples_ms, machine_name, teacher_onnx_latency
 from vdd_ros.cli.train_teacher import rollout_evaluator
 from vdd_ros.config import load_config
 from vdd_ros.distill.run import describe_eval, load_params_file, run_distillation
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         *NoiseSource("mean", 0, c.num_experts, c.act_chunk * c.act_dim).draw(1),
     )
     moe_ms = latency_samples_ms(lambda: loaded.run(*feed), 2000)
+    teacher_ort = teacher_onnx_latency(teacher, steps, 1000)  # the like-for-like comparison
 
     t = _stage(6, f"closed loop over ROS 2: controller + avoiding_sim processes, {plan.ros_episodes} episodes")
     from vdd_ros.nodes.loop_eval import run_ros_loop
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     _histogram(teacher_ms, moe_ms, loop, plots["latency histogram"], steps)
     print(f"    ({time.monotonic() - t:.0f} s)")
 
-    speedup = float(np.median(teacher_ms) / np.median(moe_ms))
+    moe_p50 = float(np.median(moe_ms))
+    same_runtime = teacher_ort["p50_ms"] / moe_p50 if isinstance(teacher_ort, dict) else None
     report = {
         "machine": machine_name(),
         "teacher": {"success_rate": t_res.success_rate, "entropy": t_res.entropy, "steps": steps},
@@ -180,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         "latency_ms": {
             "teacher_p50": float(np.median(teacher_ms)),
             "teacher_p99": float(np.percentile(teacher_ms, 99)),
-            "vdd_p50": float(np.median(moe_ms)),
+            "teacher_onnxruntime": teacher_ort,
+            "vdd_p50": moe_p50,
             "vdd_p99": float(np.percentile(moe_ms, 99)),
-            "speedup_p50": speedup,
+            "speedup_vs_pytorch_teacher_p50": float(np.median(teacher_ms)) / moe_p50,
+            "speedup_same_runtime_p50": same_runtime,
         },
         "ros_loop": loop,
         "policy": policy_path,
@@ -210,9 +214,13 @@ def _print_summary(r: dict) -> None:
     print(f"{'':24}{'success':>10}{'entropy':>10}   ({r['episodes']} rollouts, seed 0)")
     print(f"{'DDPM teacher':24}{r['teacher']['success_rate']:>10.3f}{r['teacher']['entropy']:>10.3f}")
     print(f"{'VDD MoE (ONNX)':24}{r['vdd']['success_rate']:>10.3f}{r['vdd']['entropy']:>10.3f}")
+    steps, t_ort, same = r["teacher"]["steps"], lat["teacher_onnxruntime"], lat["speedup_same_runtime_p50"]
+    print(f"inference, batch 1:  VDD one ONNX run p50 {lat['vdd_p50']:.3f} ms (p99 {lat['vdd_p99']:.3f})")
+    if same is not None:
+        print(f"  teacher, {steps} steps in onnxruntime p50 {t_ort['p50_ms']:.3f} ms  ->  {same:.1f}x (same runtime)")
     print(
-        f"inference, batch 1:  teacher {r['teacher']['steps']} steps p50 {lat['teacher_p50']:.3f} ms  |  "
-        f"VDD one ONNX run p50 {lat['vdd_p50']:.3f} ms (p99 {lat['vdd_p99']:.3f})  ->  {lat['speedup_p50']:.0f}x"
+        f"  teacher, {steps} steps in PyTorch     p50 {lat['teacher_p50']:.3f} ms  ->  "
+        f"{lat['speedup_vs_pytorch_teacher_p50']:.0f}x"
     )
     print(
         f"ROS loop ({loop['episodes']} episodes over DDS): success {loop['success_rate']:.3f}, "

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--ros serves an ONNX policy: give --policy")
         from vdd_ros.nodes.loop_eval import run_ros_loop
 
-        loop = run_ros_loop(args.policy, episodes=args.episodes, control_rate_hz=args.rate,
-                            sampling_mode=args.mode, seed=args.seed)
+        loop = run_ros_loop(
+            args.policy, episodes=args.episodes, control_rate_hz=args.rate, sampling_mode=args.mode, seed=args.seed
+        )
         report = {"policy": str(source), "ros_loop": True, **loop.to_json_dict()}
     else:
         from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         policy = _policy(args)
         result = run_rollouts(policy, episodes=args.episodes, seed=args.seed, progress=True)
         plot = pathlib.Path(args.plot or out.with_suffix(".png"))
-        plot_trajectories(result, plot, title=f"{policy.name}: success {result.success_rate:.2f}, "
-                                              f"entropy {result.entropy:.2f}")
+        plot_trajectories(
+            result, plot, title=f"{policy.name}: success {result.success_rate:.2f}, entropy {result.entropy:.2f}"
+        )
         report = {"policy": policy.name, "source": str(source), **result.to_json_dict(), "plot": str(plot)}
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps({k: v for k, v in report.items() if k != "mode_counts"}, indent=2))

@@ -29,36 +29,86 @@ from vdd_ros.moe.policy import GaussianMoE, is_diagonal
 OPSET = 17
 
 
+def _fold_normalisation(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
+    """W (x - m) / s + b == (W / s) x + (b - (W / s) m): the graph needs no Sub and Div."""
+    folded = copy.deepcopy(layer)
+    with torch.no_grad():
+        folded.weight.div_(std)
+        folded.bias.sub_(folded.weight @ mean)
+    return folded
+
+
+def _fused_heads(moe: GaussianMoE) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+    """Mean and covariance heads as one wider first layer and two zero-padded output layers.
+
+    Same values; the graph has one Gemm and one activation where it had two of each (node
+    count, not arithmetic, dominates a batch-1 run of a small MLP in onnxruntime).
+    """
+    (m1, _, m2), (c1, _, c2) = moe.mean_head, moe.cov_head
+    hidden = m1.out_features
+    first = nn.Linear(m1.in_features, 2 * hidden)
+    mean_out, cov_out = nn.Linear(2 * hidden, m2.out_features), nn.Linear(2 * hidden, c2.out_features)
+    with torch.no_grad():
+        first.weight.copy_(torch.cat([m1.weight, c1.weight]))
+        first.bias.copy_(torch.cat([m1.bias, c1.bias]))
+        mean_out.weight.copy_(F.pad(m2.weight, (0, hidden)))
+        mean_out.bias.copy_(m2.bias)
+        cov_out.weight.copy_(F.pad(c2.weight, (hidden, 0)))
+        cov_out.bias.copy_(c2.bias)
+    return first, mean_out, cov_out
+
+
 class _RawPolicyGraph(nn.Module):
-    """(obs raw, gumbel, eps) -> (action raw, expert, gating): what the exported graph computes."""
+    """(obs raw, gumbel, eps) -> (action raw, expert, gating): what the exported graph computes.
+
+    The same function as ``moe`` behind both normalisers, rearranged for a small graph: the
+    observation normaliser is folded into the trunk's input layer (when the trunk reads the
+    flattened window alone) and the two heads are fused.
+    """
 
     def __init__(self, moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: Normalizer) -> None:
         super().__init__()
+        cfg = moe.config
         self.moe = moe
-        self.act_chunk = moe.config.act_chunk
-        self.act_dim = moe.config.act_dim
-        self.num_experts = moe.config.num_experts
-        self.register_buffer("obs_mean", torch.as_tensor(obs_normalizer.mean, dtype=torch.float32))
-        self.register_buffer("obs_std", torch.as_tensor(obs_normalizer.std, dtype=torch.float32))
+        self.act_chunk, self.act_dim, self.num_experts = cfg.act_chunk, cfg.act_dim, cfg.num_experts
+        obs_mean = torch.as_tensor(obs_normalizer.mean, dtype=torch.float32)
+        obs_std = torch.as_tensor(obs_normalizer.std, dtype=torch.float32)
+        self.fold_input = cfg.velocity_gain <= 0 or cfg.obs_window == 1
+        if self.fold_input:
+            window = cfg.obs_window
+            self.trunk_input = _fold_normalisation(moe.trunk.inp, obs_mean.repeat(window), obs_std.repeat(window))
+        self.register_buffer("obs_mean", obs_mean)
+        self.register_buffer("obs_std", obs_std)
         self.register_buffer("act_mean", torch.as_tensor(act_normalizer.mean, dtype=torch.float32))
         self.register_buffer("act_std", torch.as_tensor(act_normalizer.std, dtype=torch.float32))
+        self.head_in, self.mean_out, self.cov_out = _fused_heads(moe)
+        self.head_act = copy.deepcopy(moe.mean_head[1])
+
+    def _features(self, obs: torch.Tensor) -> torch.Tensor:
+        trunk = self.moe.trunk
+        if self.fold_input:
+            return trunk.act(trunk.blocks(self.trunk_input(obs.flatten(1))))
+        return self.moe.features((obs - self.obs_mean) / self.obs_std)
 
     def forward(
         self, obs: torch.Tensor, gumbel: torch.Tensor, eps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = self.moe((obs - self.obs_mean) / self.obs_std)
-        expert = torch.argmax(out.log_gating + gumbel, dim=-1)
+        feats = self._features(obs)
+        hidden = self.head_act(self.head_in(feats))
+        means, scales = self.moe.components_from_heads(self.mean_out(hidden), self.cov_out(hidden))
+        log_gating = self.moe.log_gating(feats)
+        expert = torch.argmax(log_gating + gumbel, dim=-1)
         # Select by a one-hot mask rather than gather + squeeze: same values, and a graph of
         # constant shapes (measured: the Shape/Gather/If chain cost more than the matmuls).
-        pick = F.one_hot(expert, self.num_experts).to(out.mean.dtype)
-        mean = (out.mean * pick.unsqueeze(-1)).sum(1)
-        if is_diagonal(out.scale, out.mean):
-            action = mean + (out.scale * pick.unsqueeze(-1)).sum(1) * eps
+        pick = F.one_hot(expert, self.num_experts).to(means.dtype)
+        mean = (means * pick.unsqueeze(-1)).sum(1)
+        if is_diagonal(scales, means):
+            action = mean + (scales * pick.unsqueeze(-1)).sum(1) * eps
         else:
-            scale = (out.scale * pick.view(-1, self.num_experts, 1, 1)).sum(1)
+            scale = (scales * pick.view(-1, self.num_experts, 1, 1)).sum(1)
             action = mean + (scale @ eps.unsqueeze(-1)).squeeze(-1)
         action = action.view(-1, self.act_chunk, self.act_dim) * self.act_std + self.act_mean
-        return action, expert, out.log_gating.exp()
+        return action, expert, log_gating.exp()
 
 
 def check_contract(moe: GaussianMoE, contract: PolicyContract) -> None:

@@ -17,6 +17,7 @@ import onnxruntime as ort
 from scipy import special
 
 from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract, file_sha256
+from vdd_ros.runtime.bound_session import BoundSession
 from vdd_ros.runtime.window import ObservationWindow
 
 SamplingMode = Literal["mean", "sample", "greedy"]
@@ -36,10 +37,14 @@ class LoadedPolicy:
     sha256: str
     provider: str
     provider_fallback: bool
+    single: BoundSession  # batch-1 calls (the control loop) skip run()'s per-call conversions
 
     def run(self, obs: np.ndarray, gumbel: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One graph run: (action (B,H,A), expert (B,), gating (B,Z))."""
-        action, expert, gating = self.session.run(OUTPUT_NAMES, {"obs": obs, "gumbel": gumbel, "eps": eps})
+        if self.single.accepts(obs, gumbel, eps):
+            action, expert, gating = self.single(obs, gumbel, eps)
+        else:
+            action, expert, gating = self.session.run(OUTPUT_NAMES, {"obs": obs, "gumbel": gumbel, "eps": eps})
         return action, expert, gating
 
 
@@ -126,6 +131,15 @@ def _check_io(session: ort.InferenceSession, c: PolicyContract) -> None:
         shape = inputs[name].shape
         if inputs[name].type != "tensor(float)" or list(shape[1:]) != tail:
             raise ContractError(f"input {name!r} is {inputs[name].type}{shape}, contract expects float[B, {tail}]")
+    produced = {
+        "action": ("tensor(float)", [c.act_chunk, c.act_dim]),
+        "expert": ("tensor(int64)", []),
+        "gating": ("tensor(float)", [c.num_experts]),
+    }
+    for name, (dtype, tail) in produced.items():
+        shape = outputs[name].shape
+        if outputs[name].type != dtype or list(shape[1:]) != tail:
+            raise ContractError(f"output {name!r} is {outputs[name].type}{shape}, contract expects {dtype}[B, {tail}]")
 
 
 def load_policy(
@@ -154,7 +168,8 @@ def load_policy(
     contract = PolicyContract.from_json(meta[METADATA_KEY])
     _check_io(session, contract)
     active = session.get_providers()[0]
-    loaded = LoadedPolicy(session, contract, path, file_sha256(path), active, active != providers[0])
+    single = BoundSession(session, 1, INPUT_NAMES, OUTPUT_NAMES)
+    loaded = LoadedPolicy(session, contract, path, file_sha256(path), active, active != providers[0], single)
     noise = NoiseSource("sample", 0, contract.num_experts, contract.act_chunk * contract.act_dim)
     obs_mean = np.asarray(contract.obs_normalizer.get("mean", [0.0] * contract.obs_dim), dtype=np.float32)
     obs = np.broadcast_to(obs_mean, (1, contract.obs_window, contract.obs_dim)).copy()
