@@ -4,7 +4,8 @@ Quality: success rate and behaviour entropy over 480 rollouts (seed 0) for the t
 its default step count and at 1 step, the EM (maximum-likelihood) MoE and the VDD MoE.
 Latency: one action for one observation window, p50/p99 over many calls,
   - onnxruntime CPU (1 thread): the MoE graphs, and the teacher's whole k-step sampler
-    unrolled into one graph (same runtime, so the speed-up is like for like);
+    unrolled into one graph (same runtime, so the speed-up is like for like), both called
+    through a BoundSession (inputs and outputs bound once), as the controller calls its policy;
   - PyTorch eager CPU (1 thread): the teacher's sampler and the MoE forward pass.
 Writes JSON, a PNG and the markdown table between the bench markers in docs/results.md.
 

@@ -24,7 +24,6 @@ class EMConfig:
     batch_size: int = 256
     lr: float = 5e-4
     lr_decay: bool = True
-    ema_decay: float = 0.0  # > 0: evaluate and export a moving average of the weights
     obs_noise: float = 0.0  # same state jitter as VDD, for a like-for-like baseline
     seed: int = 0
 
@@ -41,9 +40,7 @@ class EMTrainer(MoETrainer):
         device: torch.device | str = "cpu",
     ) -> None:
         device = torch.device(device)
-        super().__init__(
-            moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay, config.ema_decay
-        )
+        super().__init__(moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay)
         self.config = config
 
     def step(self) -> dict[str, float]:

@@ -71,7 +71,6 @@ class DistillConfig:
     noise_low: float = -1.0
     noise_high: float = -1.0
     lr: float = 1e-3
-    ema_decay: float = 0.0
     obs_noise: float = 0.0
     student_states: float = 0.0
     student_state_capacity: int = 50000
@@ -166,12 +165,7 @@ def _make_trainer(cfg: DistillConfig, inputs: _Inputs, device: torch.device) -> 
     moe.fit_delta_scale(inputs.obs)
     if cfg.method == "em":
         em = EMConfig(
-            iterations=cfg.iterations,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            ema_decay=cfg.ema_decay,
-            obs_noise=cfg.obs_noise,
-            seed=cfg.seed,
+            iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr, obs_noise=cfg.obs_noise, seed=cfg.seed
         )
         return EMTrainer(moe, inputs.obs, inputs.actions, em, device)
     vdd = VDDConfig(
@@ -181,7 +175,6 @@ def _make_trainer(cfg: DistillConfig, inputs: _Inputs, device: torch.device) -> 
         noise_low=None if cfg.noise_low < 0 else cfg.noise_low,
         noise_high=None if cfg.noise_high < 0 else cfg.noise_high,
         lr=cfg.lr,
-        ema_decay=cfg.ema_decay,
         obs_noise=cfg.obs_noise,
         student_states=cfg.student_states,
         seed=cfg.seed,
@@ -293,13 +286,7 @@ def run_distillation(
             return _finish(out, {"status": "stopped", "iteration": trainer.iteration}, start)
         if evaluate:
             ev, visited = _evaluate(
-                cfg,
-                inputs,
-                trainer.policy_model,
-                trainer.iteration,
-                cfg.eval_episodes,
-                candidate,
-                cfg.student_states > 0,
+                cfg, inputs, trainer.moe, trainer.iteration, cfg.eval_episodes, candidate, cfg.student_states > 0
             )
             if visited is not None:
                 states = torch.from_numpy(inputs.meta.obs_norm.normalize(visited))
@@ -309,14 +296,14 @@ def run_distillation(
             trainer.extra["evals"].append(ev)
             best = trainer.extra["best"]
             if best is None or ev["score"] > best["score"]:
-                trainer.policy_model.save(out / "best")
+                trainer.moe.save(out / "best")
                 trainer.extra["best"] = ev
             trainer.save_checkpoint(ckpt)  # commits the eval history together with the weights
     candidate.unlink(missing_ok=True)
     pathlib.Path(f"{candidate}.sha256").unlink(missing_ok=True)
 
     train_s = time.monotonic() - start
-    moe = trainer.policy_model
+    moe = trainer.moe
     chosen = trainer.iteration
     if trainer.extra.get("best") is not None:
         moe = GaussianMoE.load(out / "best")

@@ -10,7 +10,6 @@ any moment leaves the previous checkpoint loadable. No pickle anywhere.
 from __future__ import annotations
 
 import abc
-import copy
 import json
 import os
 import pathlib
@@ -24,7 +23,6 @@ from safetensors.torch import load_file, save_file
 from vdd_ros.moe.policy import GaussianMoE
 
 _STATE = "state.json"
-_EMA = "ema."  # key prefix of the moving-average weights in the model file
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,11 +71,6 @@ class MoETrainer(abc.ABC):
     The learning rate decays linearly to 0 over the *whole* run, updated once per
     iteration. (The official VDD code steps its scheduler after each of the two expert
     updates, so its expert LR reaches 0 at half the run; we deliberately do not copy that.)
-
-    With ``ema_decay`` > 0 the trainer also keeps an exponential moving average of the
-    weights (``policy_model``): what is evaluated and exported. It smooths the step-to-step
-    noise of the stochastic VDD objective, which otherwise makes checkpoints 1000 iterations
-    apart differ by several points of success rate.
     """
 
     def __init__(
@@ -90,7 +83,6 @@ class MoETrainer(abc.ABC):
         seed: int,
         device: torch.device,
         lr_decay: bool = True,
-        ema_decay: float = 0.0,
     ) -> None:
         if iterations < 1:
             raise ValueError("iterations must be >= 1")
@@ -100,10 +92,6 @@ class MoETrainer(abc.ABC):
             raise ValueError("obs and actions must hold the same number of windows")
         self.moe = moe.to(device)
         self.device = device
-        if not 0.0 <= ema_decay < 1.0:
-            raise ValueError("ema_decay must be in [0, 1)")
-        self.ema_decay = ema_decay
-        self.ema = copy.deepcopy(self.moe).requires_grad_(False) if ema_decay > 0 else None
         # Normalised windows the student itself visited (see add_student_states); empty = dataset only.
         self.student_obs = torch.zeros((0, *self.obs.shape[1:]), dtype=self.obs.dtype, device=device)
         self.iterations = iterations
@@ -133,22 +121,6 @@ class MoETrainer(abc.ABC):
             for group in opt.param_groups:
                 group["lr"] = lr
         return lr
-
-    @property
-    def policy_model(self) -> GaussianMoE:
-        """The weights to evaluate and ship: the moving average when there is one."""
-        return self.moe if self.ema is None else self.ema
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """ema <- d ema + (1 - d) weights, with d ramping up as (1 + t) / (10 + t) early on."""
-        if self.ema is None:
-            return
-        decay = min(self.ema_decay, (1 + self.iteration) / (10 + self.iteration))
-        for mine, theirs in zip(self.ema.parameters(), self.moe.parameters(), strict=True):
-            mine.lerp_(theirs, 1.0 - decay)
-        for mine, theirs in zip(self.ema.buffers(), self.moe.buffers(), strict=True):
-            mine.copy_(theirs)
 
     def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, what: str) -> float:
         """Backward + Adam step, refusing non-finite losses before they touch the weights."""
@@ -215,7 +187,6 @@ class MoETrainer(abc.ABC):
                 return False
             lr = self._set_lr()
             stats = self.step()
-            self._update_ema()
             self.iteration += 1
             if on_progress is not None and (self.iteration % progress_every == 0 or self.iteration == until):
                 on_progress({"iteration": self.iteration, "iterations": self.iterations, "lr": lr, **stats})
@@ -231,8 +202,6 @@ class MoETrainer(abc.ABC):
         tag = f"{self.iteration:08d}"
         model_name, optim_name = f"model-{tag}.safetensors", f"optim-{tag}.safetensors"
         model = {k: v.detach().contiguous().cpu() for k, v in self.moe.state_dict().items()}
-        if self.ema is not None:
-            model.update({f"{_EMA}{k}": v.detach().contiguous().cpu() for k, v in self.ema.state_dict().items()})
         optim: dict[str, torch.Tensor] = {
             "rng": self.generator.get_state().cpu(),
             "student_obs": self.student_obs.detach().contiguous().cpu(),
@@ -261,11 +230,7 @@ class MoETrainer(abc.ABC):
         if not (directory / _STATE).is_file():
             return False
         state = json.loads((directory / _STATE).read_text())
-        model = load_file(str(directory / state["model"]), device=str(self.device))
-        ema = {k[len(_EMA) :]: model.pop(k) for k in list(model) if k.startswith(_EMA)}
-        self.moe.load_state_dict(model)
-        if self.ema is not None:
-            self.ema.load_state_dict(ema or model)  # a checkpoint from before EMA: start the average there
+        self.moe.load_state_dict(load_file(str(directory / state["model"]), device=str(self.device)))
         optim = load_file(str(directory / state["optim"]), device="cpu")
         self.generator.set_state(optim.pop("rng"))
         self.student_obs = optim.pop("student_obs", self.student_obs[:0].cpu()).to(self.device, self.obs.dtype)

@@ -37,7 +37,6 @@ class VDDConfig:
     expert_steps: int = 2
     gating_steps: int = 1
     lr_decay: bool = True
-    ema_decay: float = 0.0  # > 0: evaluate and export a moving average of the weights
     use_q_tilde: bool = True  # False only for the negative control in tests
     obs_noise: float = 0.0  # std of the jitter on normalised states (see MoETrainer._jitter)
     student_states: float = 0.0  # fraction of each expert batch from the student's own states
@@ -126,9 +125,7 @@ class VDDTrainer(MoETrainer):
         device: torch.device | str = "cpu",
     ) -> None:
         device = torch.device(device)
-        super().__init__(
-            moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay, config.ema_decay
-        )
+        super().__init__(moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay)
         self.teacher = teacher.to(device).eval().requires_grad_(False)
         self.config = config
 

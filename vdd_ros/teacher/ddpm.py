@@ -35,7 +35,7 @@ class DDPMConfig:
     sampler: Sampler = "ddpm"
     sample_steps: int = 8
     clip_x0: float = 3.0
-    noise_correlation: float = 0.9  # TeacherPolicy default: AR(1) sampler noise over control steps
+    noise_correlation: float = 0.98  # TeacherPolicy default: AR(1) sampler noise over control steps
     noise_low: int = 1
     noise_high: int = 4
 

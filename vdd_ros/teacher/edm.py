@@ -35,7 +35,7 @@ class EDMConfig:
     rho: float = 7.0
     sampler: Sampler = "euler_ancestral"
     sample_steps: int = 8
-    noise_correlation: float = 0.9  # TeacherPolicy default: AR(1) sampler noise over control steps
+    noise_correlation: float = 0.98  # TeacherPolicy default: AR(1) sampler noise over control steps
     noise_low: float = 0.2
     noise_high: float = 0.5
 
