@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from vdd_ros.distill.run import load_params_file, run_distillation
-from vdd_ros.moe.policy import GaussianMoE
+from vdd_ros.moe.policy import GaussianMoE, MoEConfig
 from vdd_ros.runtime.bound_session import BoundSession
 from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
 from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
@@ -119,6 +119,82 @@ def moe_latencies(distill_dir: pathlib.Path, repeats: int) -> dict[str, dict[str
     else:
         out["torch"] = "no best/ checkpoint saved by this run"
     return out
+
+
+# (activation, width, trunk blocks) of the student layouts whose graph time the bench sweeps.
+LAYOUTS: tuple[tuple[str, int, int], ...] = (
+    ("mish", 256, 2),
+    ("silu", 256, 2),
+    ("silu", 256, 1),
+    ("silu", 192, 2),
+    ("silu", 128, 2),
+    ("silu", 128, 1),
+)
+
+
+def layout_latencies(teacher: TeacherPolicy, teacher_p50_ms: float, repeats: int) -> list[dict]:
+    """Batch-1 onnxruntime time of untrained students of each layout (it depends on the layout, not the weights)."""
+    import onnxruntime as ort
+
+    from vdd_ros.export.contract import INPUT_NAMES, OUTPUT_NAMES
+    from vdd_ros.export.onnx_export import to_onnx_bytes
+    from vdd_ros.runtime.onnx_policy import session_options
+
+    meta, rows = teacher.meta, []
+    for activation, width, blocks in LAYOUTS:
+        cfg = MoEConfig(
+            obs_dim=meta.obs_dim,
+            act_dim=meta.act_dim,
+            obs_window=meta.obs_window,
+            act_chunk=meta.act_chunk,
+            activation=activation,
+            hidden=width,
+            trunk_blocks=blocks,
+            gating="uniform",
+        )
+        graph = to_onnx_bytes(GaussianMoE(cfg), meta.obs_norm, meta.act_norm)
+        session = ort.InferenceSession(graph, session_options(), providers=["CPUExecutionProvider"])
+        bound = BoundSession(session, 1, INPUT_NAMES, OUTPUT_NAMES)
+        feed = [np.zeros_like(buf) for buf in bound.inputs]
+        lat = _time_calls(lambda b=bound, f=feed: b(*f), repeats)
+        rows.append({"activation": activation, "width": width, "blocks": blocks, **lat})
+        rows[-1]["speedup"] = teacher_p50_ms / lat["p50_ms"]
+    return rows
+
+
+def layouts_markdown(rows: list[dict], teacher_row: dict) -> str:
+    t = teacher_row["latency"]["onnxruntime"]
+    lines = [
+        f"Untrained students of each layout (uniform gating, current export), onnxruntime CPU, 1 thread, "
+        f"batch 1, against `{teacher_row['name']}` in onnxruntime (p50 {t['p50_ms'] * 1e3:.0f} µs).",
+        "",
+        "| activation | width | trunk blocks | p50 / p99 [µs] | speed-up vs teacher |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['activation']} | {r['width']} | {r['blocks']} | {r['p50_ms'] * 1e3:.1f} / {r['p99_ms'] * 1e3:.1f} | "
+            f"{r['speedup']:.1f}x |"
+        )
+    return "\n".join(lines)
+
+
+def plot_layouts(rows: list[dict], teacher_p50_ms: float, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [f"{r['activation']} {r['width']}x{r['blocks']}" for r in rows]
+    ax.bar(names, [r["p50_ms"] * 1e3 for r in rows], color="tab:blue")
+    for factor, style in ((8, ":"), (20, "--")):
+        ax.axhline(teacher_p50_ms * 1e3 / factor, color="k", ls=style, label=f"teacher / {factor}")
+    ax.set(ylabel="batch-1 p50 [µs]", title="Student graph time by layout (onnxruntime CPU, 1 thread)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _fmt(v: dict[str, float] | str | None) -> str:
@@ -256,6 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(report)
     update_results(pathlib.Path(args.results), table, "bench", "Teacher vs EM-MoE vs VDD (bench)")
     print(table)
+    teacher_ort = rows[0]["latency"]["onnxruntime"]
+    if isinstance(teacher_ort, dict):
+        print("bench: student layouts (onnxruntime graph time) ...", flush=True)
+        layouts = layout_latencies(teacher, teacher_ort["p50_ms"], args.repeats * 4)
+        report["layouts"] = layouts
+        (out / "bench.json").write_text(json.dumps(report, indent=2))
+        plot_layouts(layouts, teacher_ort["p50_ms"], pathlib.Path(report["plot"]).with_name("student_latency.png"))
+        table = layouts_markdown(layouts, rows[0]) + "\n\nPlot: `docs/img/student_latency.png`."
+        update_results(pathlib.Path(args.results), table, "bench_layouts", "Student layouts (bench)")
+        print(table)
     return 0
 
 
