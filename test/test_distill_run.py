@@ -96,6 +96,17 @@ def test_exports_policy_with_full_contract(inputs, method):
     assert json.loads((inputs / method / "summary.json").read_text())["sha256"] == summary["sha256"]
 
 
+def test_student_layout_parameters_reach_the_network(inputs):
+    cfg = _cfg(inputs, name="layout", activation="silu", hidden=32, trunk_blocks=1, head_hidden=16, eval_every=0)
+    run_distillation(cfg)
+    model = onnx.load(str(inputs / "layout" / "policy.onnx"))
+    contract = PolicyContract.from_json({p.key: p.value for p in model.metadata_props}[METADATA_KEY])
+    layout = {k: contract.training["moe"][k] for k in ("activation", "hidden", "trunk_blocks", "head_hidden")}
+    assert layout == {"activation": "silu", "hidden": 32, "trunk_blocks": 1, "head_hidden": 16}
+    ops = {n.op_type for n in model.graph.node}
+    assert "Sigmoid" in ops and "Tanh" not in ops  # SiLU in the trunk and heads, no Mish left
+
+
 def test_stop_then_resume(inputs):
     cfg = _cfg(inputs, name="resume", eval_every=0, final_eval_episodes=0)
     checks = itertools.count()
