@@ -326,20 +326,21 @@ def main(argv: list[str] | None = None) -> int:
         "command": f"python -m vdd_ros.cli.bench --teacher {args.teacher} --vdd {args.vdd} --em {args.em} "
         f"--dataset {args.dataset}",
     }
-    pathlib.Path(report["plot"]).parent.mkdir(parents=True, exist_ok=True)
-    plot(report, pathlib.Path(report["plot"]))
+    plot_path = pathlib.Path(report["plot"])
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    plot(report, plot_path)
+    teacher_ort = rows[0]["latency"]["onnxruntime"]
+    if isinstance(teacher_ort, dict):
+        print("bench: student layouts (onnxruntime graph time) ...", flush=True)
+        report["layouts"] = layout_latencies(teacher, teacher_ort["p50_ms"], args.repeats * 4)
+        plot_layouts(report["layouts"], teacher_ort["p50_ms"], plot_path.with_name("student_latency.png"))
     (out / "bench.json").write_text(json.dumps(report, indent=2))
     table = markdown(report)
     update_results(pathlib.Path(args.results), table, "bench", "Teacher vs EM-MoE vs VDD (bench)")
     print(table)
-    teacher_ort = rows[0]["latency"]["onnxruntime"]
-    if isinstance(teacher_ort, dict):
-        print("bench: student layouts (onnxruntime graph time) ...", flush=True)
-        layouts = layout_latencies(teacher, teacher_ort["p50_ms"], args.repeats * 4)
-        report["layouts"] = layouts
-        (out / "bench.json").write_text(json.dumps(report, indent=2))
-        plot_layouts(layouts, teacher_ort["p50_ms"], pathlib.Path(report["plot"]).with_name("student_latency.png"))
-        table = layouts_markdown(layouts, rows[0]) + "\n\nPlot: `docs/img/student_latency.png`."
+    if "layouts" in report:
+        table = layouts_markdown(report["layouts"], rows[0])
+        table += f"\n\nPlot: `{plot_path.with_name('student_latency.png')}`."
         update_results(pathlib.Path(args.results), table, "bench_layouts", "Student layouts (bench)")
         print(table)
     return 0

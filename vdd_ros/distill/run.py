@@ -34,7 +34,7 @@ from vdd_ros.distill.trainer import MoETrainer
 from vdd_ros.distill.vdd import VDDConfig, VDDTrainer
 from vdd_ros.export.contract import PolicyContract
 from vdd_ros.export.onnx_export import export_policy
-from vdd_ros.moe.policy import GaussianMoE, MoEConfig
+from vdd_ros.moe.policy import Activation, GaussianMoE, MoEConfig
 from vdd_ros.runtime.onnx_policy import OnnxPolicy
 from vdd_ros.tasks.rollout import run_rollouts
 from vdd_ros.teacher.checkpoint import TeacherCheckpointError, TeacherMeta, load_teacher, teacher_sha256
@@ -59,7 +59,7 @@ class DistillConfig:
     method: Literal["vdd", "em"] = "vdd"
     num_experts: int = 8
     covariance: Literal["diagonal", "full"] = "diagonal"
-    activation: Literal["mish", "silu"] = "mish"
+    activation: Activation = "mish"
     hidden: int = 256
     trunk_blocks: int = 2
     head_hidden: int = 128

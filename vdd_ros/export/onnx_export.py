@@ -77,8 +77,9 @@ class _RawPolicyGraph(nn.Module):
         if self.fold_input:
             window = cfg.obs_window
             self.trunk_input = _fold_normalisation(moe.trunk.inp, obs_mean.repeat(window), obs_std.repeat(window))
-        self.register_buffer("obs_mean", obs_mean)
-        self.register_buffer("obs_std", obs_std)
+        else:  # direction features need the normalised window itself
+            self.register_buffer("obs_mean", obs_mean)
+            self.register_buffer("obs_std", obs_std)
         self.register_buffer("act_mean", torch.as_tensor(act_normalizer.mean, dtype=torch.float32))
         self.register_buffer("act_std", torch.as_tensor(act_normalizer.std, dtype=torch.float32))
         self.head_in, self.mean_out, self.cov_out = _fused_heads(moe)
