@@ -144,7 +144,7 @@ def test_dynamic_batch(exported):
 def test_bound_batch_one_calls_match_session_run(exported):
     """LoadedPolicy.run's bound path (batch 1) gives run()'s values and fresh arrays; other batches fall back."""
     _, path, _, sess = exported
-    loaded = load_policy(str(path), warmup_runs=1)
+    loaded = load_policy(str(path))
     rng = np.random.default_rng(3)
     for n in (1, 1, 5):
         feed = (_obs(rng, n), rng.gumbel(size=(n, Z)).astype(np.float32), rng.standard_normal((n, H * ACT_DIM)))

@@ -209,10 +209,13 @@ def test_resume_continues_exactly(tmp_path):
     resumed.run(checkpoint_dir=tmp_path, checkpoint_every=4)
     for a, b in zip(straight.moe.state_dict().values(), resumed.moe.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
+    assert sorted(p.name for p in tmp_path.iterdir()) == [  # the last two checkpoints are kept
+        "model-00000008.safetensors",
         "model-00000010.safetensors",
+        "optim-00000008.safetensors",
         "optim-00000010.safetensors",
         "state.json",
+        "state.prev.json",
     ]
 
 

@@ -30,7 +30,7 @@ import yaml
 from vdd_ros.config import ConfigError, from_dict
 from vdd_ros.data.dataset import DatasetError, dataset_sha256, load_dataset, make_windows
 from vdd_ros.distill.em_baseline import EMConfig, EMTrainer
-from vdd_ros.distill.trainer import MoETrainer
+from vdd_ros.distill.trainer import CheckpointError, MoETrainer
 from vdd_ros.distill.vdd import VDDConfig, VDDTrainer
 from vdd_ros.export.contract import PolicyContract
 from vdd_ros.export.onnx_export import export_policy
@@ -264,7 +264,14 @@ def run_distillation(
     trainer = _make_trainer(cfg, inputs, device)
     fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "torch_threads")}
     ckpt = out / "checkpoint"
-    if trainer.load_checkpoint(ckpt):
+    try:
+        resumed = trainer.load_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise DistillError(str(exc)) from exc
+    if trainer.skipped_checkpoints:
+        skipped = "; ".join(trainer.skipped_checkpoints)
+        report({"event": "warning", "message": f"skipped unusable checkpoint {skipped}; resumed from an older one"})
+    if resumed:
         if trainer.extra.get("config") != fingerprint:
             raise DistillError(f"{ckpt} was written by a different configuration; remove it or choose another output")
         report({"event": "resumed", "iteration": trainer.iteration})

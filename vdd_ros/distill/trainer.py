@@ -1,15 +1,27 @@
 """What every MoE trainer shares: two Adams, linear LR decay, the NaN guard, checkpoint/resume.
 
-A checkpoint is a folder holding ``model-<it>.safetensors`` and ``optim-<it>.safetensors``
-(model, Adam moments, RNG state) plus ``state.json`` (iteration, Adam hyperparameters,
-scalars). Each file is written to a temporary name and renamed; ``state.json`` is
-replaced last and names the tensor files, so it is the single commit point: a kill at
-any moment leaves the previous checkpoint loadable. No pickle anywhere.
+A checkpoint folder keeps the last two checkpoints. Each is a pair of tensor files,
+``model-<it>.safetensors`` and ``optim-<it>.safetensors`` (model, Adam moments, RNG state),
+named by a JSON state (iteration, Adam hyperparameters, scalars and the sha256 of each
+tensor file): ``state.json`` for the newest, ``state.prev.json`` for the one before.
+
+Every file is written to a temporary name, flushed and renamed. A save writes the tensor
+files, then ``state.prev.json`` (the checkpoint this trainer last committed or loaded, so
+already verified), then ``state.json`` (the commit point), and only then deletes tensor
+files that neither state names: a kill at any moment leaves a loadable checkpoint.
+
+Loading verifies the newest checkpoint (files present, checksums, parseable, keys and
+shapes fit the model, all values finite) and falls back to the previous one, recording why
+in ``skipped_checkpoints``; a folder whose checkpoints are all unusable raises
+CheckpointError instead of silently starting over. A ``state.json`` without checksums (the
+older single-checkpoint layout) is still accepted. No pickle anywhere.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import hashlib
 import json
 import os
 import pathlib
@@ -18,26 +30,142 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
 from vdd_ros.moe.policy import GaussianMoE
 
-_STATE = "state.json"
+_STATE, _PREVIOUS = "state.json", "state.prev.json"
+_FIELDS: dict[str, type] = {"iteration": int, "model": str, "optim": str, "optimizers": dict, "extra": dict}
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is left untouched."""
 
 
-def _atomic_write(path: pathlib.Path, write: Callable[[str], None]) -> None:
+class CheckpointError(ValueError):
+    """A checkpoint folder holds checkpoints but none is usable; starting over silently would discard the run."""
+
+
+class _UnusableError(Exception):
+    """One checkpoint file failed verification; the loader moves on to the previous checkpoint."""
+
+    def __init__(self, path: pathlib.Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Committed:
+    """A state file's exact bytes, kept so a later save can rewrite it as ``state.prev.json``."""
+
+    iteration: int
+    files: tuple[str, str]
+    text: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loaded:
+    """A checkpoint that passed every file-level check, not yet applied to the trainer."""
+
+    path: pathlib.Path
+    committed: _Committed
+    state: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    optim: dict[str, torch.Tensor]
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file, flush it to disk, rename: readers see the old file or the new one."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        write(tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating tensors holding NaN/inf: such weights must neither be saved nor resumed."""
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _read_bytes(path: pathlib.Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise _UnusableError(path, "missing") from None
+    except OSError as exc:
+        raise _UnusableError(path, f"unreadable ({exc.strerror})") from exc
+
+
+def _parse_state(path: pathlib.Path, text: bytes) -> dict[str, Any]:
+    """The state JSON, with its fields type-checked so later lookups cannot raise KeyError/TypeError."""
+    try:
+        state = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise _UnusableError(path, f"not valid JSON ({exc})") from None
+    if not isinstance(state, dict):
+        raise _UnusableError(path, "not a JSON object")
+    wrong = [k for k, kind in _FIELDS.items() if not isinstance(state.get(k), kind)]
+    if not isinstance(state.get("sha256", {}), dict):
+        wrong.append("sha256")
+    if wrong:
+        raise _UnusableError(path, f"missing or mistyped fields: {', '.join(wrong)}")
+    for key in ("model", "optim"):
+        if state[key] in ("", ".", "..") or pathlib.Path(state[key]).name != state[key]:
+            raise _UnusableError(path, f"{key} file name {state[key]!r} is not a plain file name")
+    return state
+
+
+def _read_tensors(directory: pathlib.Path, state: dict[str, Any], key: str) -> dict[str, torch.Tensor]:
+    """Load the tensor file ``state[key]`` on the CPU after checking its checksum (absent in old layouts)."""
+    path = directory / state[key]
+    data = _read_bytes(path)
+    expected = state.get("sha256")
+    if expected is not None and expected.get(state[key]) != _sha256(data):
+        raise _UnusableError(path, "sha256 mismatch (damaged or changed after it was written)")
+    try:
+        tensors = load(data)
+    except SafetensorError as exc:
+        raise _UnusableError(path, f"not a valid safetensors file ({exc})") from None
+    bad = _non_finite(tensors)
+    if bad:
+        raise _UnusableError(path, f"non-finite values in {', '.join(bad[:3])}")
+    return tensors
+
+
+def _shape_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str:
+    """Empty if ``got`` has exactly the keys and shapes of ``expected``, else a short description."""
+    missing = sorted(expected.keys() - got.keys())
+    unexpected = sorted(got.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & got.keys() if expected[k].shape != got[k].shape)
+    parts = [
+        f"{what} {', '.join(keys[:3])}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", reshaped))
+        if keys
+    ]
+    return "; ".join(parts)
+
+
+def _committed_states(paths: list[pathlib.Path]) -> list[_Committed]:
+    """The older states still on disk that parse, kept as ``state.prev.json`` by the next save."""
+    kept = []
+    for path in paths:
+        try:
+            text = _read_bytes(path)
+            state = _parse_state(path, text)
+        except _UnusableError:
+            continue
+        kept.append(_Committed(state["iteration"], (state["model"], state["optim"]), text))
+    return kept
 
 
 def _optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -100,6 +228,8 @@ class MoETrainer(abc.ABC):
         self.iteration = 0
         self.extra: dict[str, Any] = {}  # caller's JSON-safe state, saved and restored with checkpoints
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.skipped_checkpoints: list[str] = []  # "<file>: <reason>" for each checkpoint the last load skipped
+        self._committed: list[_Committed] = []  # newest first: the states on disk this trainer wrote or loaded
         self.expert_opt = torch.optim.Adam(moe.expert_parameters(), lr=lr)
         gating = moe.gating_parameters()
         self.gating_opt = torch.optim.Adam(gating, lr=lr) if gating else None
@@ -197,45 +327,111 @@ class MoETrainer(abc.ABC):
         return True
 
     def save_checkpoint(self, directory: str | pathlib.Path) -> None:
+        """Commit the current state as the newest checkpoint, keeping the previous one (see the module doc).
+
+        Refuses non-finite weights (NonFiniteLossError) so a diverged model never replaces a good checkpoint.
+        """
         directory = pathlib.Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tag = f"{self.iteration:08d}"
         model_name, optim_name = f"model-{tag}.safetensors", f"optim-{tag}.safetensors"
         model = {k: v.detach().contiguous().cpu() for k, v in self.moe.state_dict().items()}
-        optim: dict[str, torch.Tensor] = {
-            "rng": self.generator.get_state().cpu(),
-            "student_obs": self.student_obs.detach().contiguous().cpu(),
-        }
-        optim_meta = {}
-        for name, opt in self._optimizers().items():
-            tensors, optim_meta[name] = _optimizer_tensors(name, opt)
-            optim.update(tensors)
-        _atomic_write(directory / model_name, lambda p: save_file(model, p))
-        _atomic_write(directory / optim_name, lambda p: save_file(optim, p))
+        optim, optim_meta = self._optim_tensors()
+        bad = _non_finite(model) + _non_finite(optim)
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite {', '.join(bad[:3])} at iteration {self.iteration}; checkpoint not written"
+            )
+        model_bytes, optim_bytes = save(model), save(optim)
+        _atomic_write(directory / model_name, model_bytes)
+        _atomic_write(directory / optim_name, optim_bytes)
         state = {
             "iteration": self.iteration,
             "model": model_name,
             "optim": optim_name,
+            "sha256": {model_name: _sha256(model_bytes), optim_name: _sha256(optim_bytes)},
             "optimizers": optim_meta,
             "extra": self.extra,
         }
-        _atomic_write(directory / _STATE, lambda p: pathlib.Path(p).write_text(json.dumps(state, indent=1)))
-        for old in directory.glob("*.safetensors"):  # only after the commit point
-            if old.name not in (model_name, optim_name):
+        newest = _Committed(self.iteration, (model_name, optim_name), json.dumps(state, indent=1).encode())
+        previous = next((c for c in self._committed if c.iteration < self.iteration), None)
+        if previous is not None:
+            _atomic_write(directory / _PREVIOUS, previous.text)
+        _atomic_write(directory / _STATE, newest.text)  # the commit point
+        self._committed = [newest] if previous is None else [newest, previous]
+        self._prune(directory)
+
+    def _optim_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """RNG, student states and Adam moments as tensors; Adam hyperparameters as JSON."""
+        optim: dict[str, torch.Tensor] = {
+            "rng": self.generator.get_state().cpu(),
+            "student_obs": self.student_obs.detach().contiguous().cpu(),
+        }
+        meta = {}
+        for name, opt in self._optimizers().items():
+            tensors, meta[name] = _optimizer_tensors(name, opt)
+            optim.update(tensors)
+        return optim, meta
+
+    def _prune(self, directory: pathlib.Path) -> None:
+        """After the commit: delete tensor files (and a stale ``state.prev.json``) no kept state names."""
+        keep = {name for c in self._committed for name in c.files}
+        for old in directory.glob("*.safetensors"):
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
+        if len(self._committed) < 2:
+            (directory / _PREVIOUS).unlink(missing_ok=True)
 
     def load_checkpoint(self, directory: str | pathlib.Path) -> bool:
-        """Restore from ``directory`` if it holds a checkpoint; False if there is none."""
+        """Restore the newest usable checkpoint in ``directory``; False if it holds none (a fresh start).
+
+        Unusable checkpoints skipped on the way are listed in ``skipped_checkpoints`` ("<file>: <reason>").
+        Raises CheckpointError if there are checkpoints but none is usable.
+        """
         directory = pathlib.Path(directory)
-        if not (directory / _STATE).is_file():
+        self.skipped_checkpoints = []
+        candidates = [directory / _STATE] + ([directory / _PREVIOUS] if (directory / _PREVIOUS).is_file() else [])
+        if not any(path.is_file() for path in candidates):
             return False
-        state = json.loads((directory / _STATE).read_text())
-        self.moe.load_state_dict(load_file(str(directory / state["model"]), device=str(self.device)))
-        optim = load_file(str(directory / state["optim"]), device="cpu")
-        self.generator.set_state(optim.pop("rng"))
-        self.student_obs = optim.pop("student_obs", self.student_obs[:0].cpu()).to(self.device, self.obs.dtype)
-        for name, opt in self._optimizers().items():  # Adam.load_state_dict moves moments to the params' device
-            _restore_optimizer(name, opt, optim, state["optimizers"][name])
-        self.iteration = int(state["iteration"])
-        self.extra = state["extra"]
-        return True
+        for i, path in enumerate(candidates):
+            try:
+                loaded = self._read_checkpoint(path)
+                self._apply(loaded)
+            except _UnusableError as exc:
+                self.skipped_checkpoints.append(str(exc))
+                continue
+            self._committed = [loaded.committed, *_committed_states(candidates[i + 1 :])]
+            return True
+        raise CheckpointError(
+            f"no usable checkpoint in {directory}: {'; '.join(self.skipped_checkpoints)}. "
+            f"To start over (losing this run's progress), delete {directory}"
+        )
+
+    def _read_checkpoint(self, path: pathlib.Path) -> _Loaded:
+        """Read and verify one checkpoint's files without touching the trainer."""
+        text = _read_bytes(path)
+        state = _parse_state(path, text)
+        model = _read_tensors(path.parent, state, "model")
+        mismatch = _shape_mismatch(self.moe.state_dict(), model)
+        if mismatch:
+            raise _UnusableError(path.parent / state["model"], f"does not fit this model ({mismatch})")
+        optim = _read_tensors(path.parent, state, "optim")
+        committed = _Committed(state["iteration"], (state["model"], state["optim"]), text)
+        return _Loaded(path, committed, state, model, optim)
+
+    def _apply(self, loaded: _Loaded) -> None:
+        """Load verified tensors into the trainer; what still does not fit (optimizer layout, RNG) is reported."""
+        optim = dict(loaded.optim)
+        try:
+            self.moe.load_state_dict(loaded.model)
+            self.generator.set_state(optim.pop("rng"))
+            student = optim.pop("student_obs", self.student_obs[:0].cpu())
+            if student.shape[1:] != self.obs.shape[1:]:
+                raise ValueError(f"student states of shape {tuple(student.shape)}")
+            for name, opt in self._optimizers().items():  # Adam.load_state_dict moves moments to the params' device
+                _restore_optimizer(name, opt, optim, loaded.state["optimizers"][name])
+        except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:
+            raise _UnusableError(loaded.path, f"does not fit this trainer ({type(exc).__name__}: {exc})") from None
+        self.student_obs = student.to(self.device, self.obs.dtype)
+        self.iteration = loaded.state["iteration"]
+        self.extra = loaded.state["extra"]

@@ -36,6 +36,8 @@ class DeadlineLoop:
         self._tick_done = threading.Event()
         self._wake = threading.Event()
         self.realtime_error = ""  # why SCHED_FIFO could not be set, if it was asked for
+        self.errors = 0  # ticks that raised: counted, never the end of the loop
+        self.last_error = ""
 
     def start(self) -> None:
         self._thread.start()
@@ -85,7 +87,11 @@ class DeadlineLoop:
                     deadline = time.monotonic() + _WAKE_GRACE * period  # tick now; timer waits 1.5 periods
                     break
             start = time.monotonic()
-            self._tick()
+            try:
+                self._tick()
+            except Exception as exc:  # the loop outlives any tick; the owner reports the count
+                self.errors += 1
+                self.last_error = repr(exc)
             self.last_work_s = time.monotonic() - start
             self.ticks += 1
             self._tick_done.set()

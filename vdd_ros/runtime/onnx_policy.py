@@ -1,14 +1,15 @@
 """Load, validate and run an exported MoE policy with onnxruntime (no torch, no rclpy).
 
 ``load_policy`` is the single gate every file passes before it may drive a robot: it
-checks the file, the graph's I/O against the contract, and runs warm-up inferences that
-must return finite values. Anything wrong raises ``ContractError`` with the reason.
+checks the file, the graph's I/O against the contract, and vets the graph over a spread
+of observations (``vdd_ros.runtime.vetting``). Anything wrong raises ``ContractError``
+with the reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import hashlib
 from collections.abc import Sequence
 from typing import Literal
 
@@ -16,8 +17,9 @@ import numpy as np
 import onnxruntime as ort
 from scipy import special
 
-from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract, file_sha256
+from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract
 from vdd_ros.runtime.bound_session import BoundSession
+from vdd_ros.runtime.vetting import vet_graph
 from vdd_ros.runtime.window import ObservationWindow
 
 SamplingMode = Literal["mean", "sample", "greedy"]
@@ -149,19 +151,28 @@ def load_policy(
     providers: Sequence[str] = DEFAULT_PROVIDERS,
     threads: int = 1,
     allow_spinning: bool = True,
-    warmup_runs: int = 20,
+    latency_budget_s: float | None = None,
 ) -> LoadedPolicy:
-    """Open, validate and warm up ``path``; raise ContractError with a reason otherwise."""
+    """Open, validate and vet ``path``; raise ContractError with a reason otherwise.
+
+    The file is read once: the sha256 reported and the graph loaded come from the same
+    bytes, so a file replaced on disk meanwhile cannot be reported under another hash.
+    ``latency_budget_s``: reject a graph whose inference p99 exceeds it (None = no limit).
+    """
     if not path:
         raise ContractError("no policy path given")
-    if not os.path.isfile(path):
-        raise ContractError(f"policy file {path!r} does not exist")
     if not path.endswith(".onnx"):
         raise ContractError(f"policy file {path!r} is not an .onnx file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        reason = "does not exist" if isinstance(exc, FileNotFoundError) else f"cannot be read ({exc.strerror})"
+        raise ContractError(f"policy file {path!r} {reason}") from exc
     available = ort.get_available_providers()
     usable = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(path, sess_options=session_options(threads, allow_spinning), providers=usable)
+        session = ort.InferenceSession(data, sess_options=session_options(threads, allow_spinning), providers=usable)
     except Exception as exc:  # onnxruntime raises several unrelated types for bad files
         raise ContractError(f"onnxruntime cannot load {path!r}: {exc}") from exc
     meta = session.get_modelmeta().custom_metadata_map
@@ -171,21 +182,22 @@ def load_policy(
     _check_io(session, contract)
     active = session.get_providers()[0]
     single = BoundSession(session, 1, INPUT_NAMES, OUTPUT_NAMES)
-    loaded = LoadedPolicy(session, contract, path, file_sha256(path), active, active != providers[0], single)
+    sha = hashlib.sha256(data).hexdigest()
+    del data
+    loaded = LoadedPolicy(session, contract, path, sha, active, active != providers[0], single)
     noise = NoiseSource("sample", 0, contract.num_experts, contract.act_chunk * contract.act_dim)
-    obs_mean = np.asarray(contract.obs_normalizer.get("mean", [0.0] * contract.obs_dim), dtype=np.float32)
-    obs = np.broadcast_to(obs_mean, (1, contract.obs_window, contract.obs_dim)).copy()
-    for _ in range(max(1, warmup_runs)):
-        try:
-            action, expert, gating = loaded.run(obs, *noise.draw(1))
-        except Exception as exc:
-            raise ContractError(f"warm-up inference failed on {path!r}: {exc}") from exc
-        if action.shape != (1, contract.act_chunk, contract.act_dim) or gating.shape != (1, contract.num_experts):
-            raise ContractError(f"warm-up output shapes {action.shape}, {gating.shape} do not match the contract")
-        if not (np.all(np.isfinite(action)) and np.all(np.isfinite(gating))):
-            raise ContractError(f"warm-up inference on {path!r} returned non-finite values")
-        if not 0 <= int(expert[0]) < contract.num_experts:
-            raise ContractError(f"warm-up returned expert index {int(expert[0])} outside [0, {contract.num_experts})")
+    try:
+        vet_graph(
+            contract,
+            loaded.run,
+            lambda: noise.draw(1),
+            latency_budget_s,
+            work_on_caller_thread=active == "CPUExecutionProvider" and threads == 1,
+        )
+    except ContractError as exc:
+        raise ContractError(f"{path!r}: {exc}") from None
+    except Exception as exc:  # the graph itself failed on a probe
+        raise ContractError(f"{path!r}: vetting inference failed: {exc}") from exc
     return loaded
 
 

@@ -1,0 +1,289 @@
+"""The controller's decisions without ROS: which observations count and what each tick publishes.
+
+The controller node keeps subscriptions, publishers, parameters and status messages;
+everything that decides an action lives here, so unit tests drive it without DDS:
+
+* admission of observations: size and finiteness against the contract, then stamps
+  (future beyond a tolerance, older than the last accepted one, or duplicated: counted
+  and dropped; an observation announced as an episode start resets the ordering);
+* staleness: no admitted observation younger than ``stale_timeout_s`` -> safe action;
+* one sampling draw per observation (ticks in between repeat it, as in training);
+* contained ticks: an exception or invalid output in inference or post-processing
+  latches state ERROR, the tick and every later one publish the safe action, and only
+  a successful swap (of any vetted policy, the same file included) recovers;
+* the safety filter on every published command, safe ones included.
+
+Threads: observations arrive on executor threads (``offer``, ``episode_start``); ``tick``
+runs on the control thread; ``swap`` and ``set_sampling`` replace one reference that the
+tick reads once, so no tick mixes two policies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import threading
+import time
+
+import numpy as np
+
+from vdd_ros.runtime.latency import LatencyWindow
+from vdd_ros.runtime.onnx_policy import DEFAULT_NOISE_CORRELATION, SAMPLING_MODES, LoadedPolicy, NoiseSource
+from vdd_ros.runtime.safety import ActionFilter
+from vdd_ros.runtime.vetting import output_problem
+from vdd_ros.runtime.window import ObservationWindow
+
+STALE_BEHAVIOURS = ("hold", "zero", "stop")
+
+
+class Source(enum.IntEnum):
+    """Where a published command came from (the values of PolicyAction.SOURCE_*)."""
+
+    POLICY = 0
+    HOLD = 1
+    ZERO = 2
+
+
+class State(enum.IntEnum):
+    """Health of the serving loop (the values of PolicyStatus.STATE_*)."""
+
+    RUNNING = 0
+    STALE = 1
+    ERROR = 3
+
+
+class Rejection(enum.Enum):
+    """Why an observation was not admitted; each has its own counter."""
+
+    INVALID = "invalid"  # wrong size, non-finite, names and values not matching
+    OVERSIZED = "oversized"  # serialized message above the size limit (checked by the node)
+    FUTURE_STAMP = "future_stamp"
+    OLD_STAMP = "old_stamp"
+    DUPLICATE_STAMP = "duplicate_stamp"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingConfig:
+    """The safety-relevant settings; ``check`` refuses any that would make the robot unsafe."""
+
+    stale_timeout_s: float = 0.2
+    stale_behavior: str = "zero"
+    action_min: tuple[float, ...] = ()
+    action_max: tuple[float, ...] = ()
+    max_action_step: float = 0.0
+    max_future_stamp_s: float = 0.5
+    sampling_mode: str = "mean"
+    seed: int = 0
+    noise_correlation: float = DEFAULT_NOISE_CORRELATION
+
+    def check(self, action_dim: int) -> ActionFilter:
+        """Validate against the policy's action size; the filter it implies. Raises ValueError naming the setting."""
+        for name in ("stale_timeout_s", "max_future_stamp_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if self.stale_behavior not in STALE_BEHAVIOURS:
+            raise ValueError(f"stale_behavior must be one of {STALE_BEHAVIOURS}, got {self.stale_behavior!r}")
+        if self.sampling_mode not in SAMPLING_MODES:
+            raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {self.sampling_mode!r}")
+        if not (math.isfinite(self.noise_correlation) and 0.0 <= self.noise_correlation < 1.0):
+            raise ValueError(f"noise_correlation must be in [0, 1), got {self.noise_correlation}")
+        action_filter = ActionFilter(action_dim, self.action_min, self.action_max, self.max_action_step)
+        if self.stale_behavior == "zero" and not action_filter.contains_zero():
+            raise ValueError(
+                "stale_behavior 'zero' needs zero inside [action_min, action_max]; "
+                "use 'hold' or 'stop' for actions whose zero is not a safe command"
+            )
+        return action_filter
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    values: np.ndarray  # (obs_dim,) float32
+    stamp_ns: int  # echoed in the answering action (0 = unstamped)
+    received_s: float  # monotonic receive time
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """One tick's command and what produced it."""
+
+    action: np.ndarray  # (act_chunk * act_dim,) float32, filtered
+    source: Source
+    expert: int
+    probability: float
+    observation: Observation
+    policy: LoadedPolicy
+    fresh: bool  # first action computed from this observation
+
+
+@dataclasses.dataclass
+class _Bundle:
+    """Everything one tick needs, replaced as a whole on swap or sampling change."""
+
+    policy: LoadedPolicy
+    noise: NoiseSource
+    window: ObservationWindow
+    inputs: np.ndarray | None = None  # current (1, T, obs_dim) window
+    draw: tuple[np.ndarray, np.ndarray] | None = None  # (gumbel, eps) of the current window
+    obs_seq: int = -1  # newest observation pushed into the window
+    episode_ns: int | None = None  # episode start this window was reset for
+
+
+class ServingCore:
+    """Admits observations, decides each tick's command, swaps policies; no ROS, no torch."""
+
+    def __init__(self, policy: LoadedPolicy, config: ServingConfig) -> None:
+        c = policy.contract
+        self.config = config
+        self.contract = c
+        self.action_dim = c.act_dim * c.act_chunk
+        self._filter = config.check(self.action_dim)
+        self._lock = threading.Lock()
+        self._obs: Observation | None = None
+        self._seq = 0
+        self._last_stamp_ns: int | None = None
+        self._episode_ns: int | None = None
+        self._mode = config.sampling_mode
+        self._last_action: np.ndarray | None = None
+        self._error = ""  # latched reason of the last failed tick; "" = healthy
+        self.counters = dict.fromkeys([r.value for r in Rejection] + ["stale", "tick_errors", "published"], 0)
+        self.inference_latency = LatencyWindow()
+        self.obs_to_action_latency = LatencyWindow()
+        self._bundle = self._make_bundle(policy)
+
+    # ------------------------------------------------------------------ observations
+    def reject(self, reason: Rejection) -> Rejection:
+        """Count a rejected observation (also for checks the node makes before decoding)."""
+        self.counters[reason.value] += 1
+        return reason
+
+    def offer(self, values: np.ndarray, stamp_ns: int, now_ns: int, received_s: float, check_stamp: bool = True):
+        """Admit one observation; None if admitted, else the Rejection (counted)."""
+        if values.shape != (self.contract.obs_dim,) or not np.all(np.isfinite(values)):
+            return self.reject(Rejection.INVALID)
+        with self._lock:
+            if check_stamp and stamp_ns != 0:
+                if stamp_ns > now_ns + int(self.config.max_future_stamp_s * 1e9):
+                    return self.reject(Rejection.FUTURE_STAMP)
+                last = self._last_stamp_ns
+                if last is not None and stamp_ns != self._episode_ns:
+                    if stamp_ns == last:
+                        return self.reject(Rejection.DUPLICATE_STAMP)
+                    if stamp_ns < last:
+                        return self.reject(Rejection.OLD_STAMP)
+                self._last_stamp_ns = stamp_ns
+            self._seq += 1
+            self._obs = Observation(values.astype(np.float32), stamp_ns, received_s, self._seq)
+        return None
+
+    def episode_start(self, stamp_ns: int) -> None:
+        """A new episode begins with the observation stamped ``stamp_ns``: forget the history."""
+        with self._lock:
+            self._episode_ns = stamp_ns
+
+    def latest(self) -> Observation | None:
+        with self._lock:
+            return self._obs
+
+    # -------------------------------------------------------------------------- tick
+    def tick(self, now_s: float) -> Decision | None:
+        """The command for this tick, or None when nothing may be published."""
+        bundle = self._bundle  # the one read of the policy reference this tick
+        with self._lock:
+            obs, episode = self._obs, self._episode_ns
+        if obs is None:
+            return None
+        if now_s - obs.received_s > self.config.stale_timeout_s:
+            self.counters["stale"] += 1
+            return self._safe(obs, bundle)
+        if self._error:
+            return self._safe(obs, bundle)
+        try:
+            return self._infer(obs, episode, bundle, now_s)
+        except Exception as exc:  # contained: a bad output or a raising graph must not end the loop
+            self.counters["tick_errors"] += 1
+            self._error = f"policy {bundle.policy.contract.policy_id} failed at run time: {exc}"
+            return self._safe(obs, bundle)
+
+    def _infer(self, obs: Observation, episode: int | None, bundle: _Bundle, now_s: float) -> Decision:
+        if episode is not None and episode != bundle.episode_ns and episode == obs.stamp_ns:
+            # first observation of a new episode (whichever of the two messages came first)
+            bundle.window.reset()
+            bundle.noise.reset()
+            self._filter.reset()
+            bundle.episode_ns, bundle.obs_seq = episode, -1
+        fresh = obs.seq != bundle.obs_seq
+        if fresh:  # the window advances once per new observation, and one draw per observation
+            bundle.inputs, bundle.obs_seq = bundle.window.push(obs.values[None]), obs.seq
+            bundle.draw = bundle.noise.draw(1)
+        started = time.perf_counter()
+        action, expert, gating = bundle.policy.run(bundle.inputs, *bundle.draw)
+        self.inference_latency.add(time.perf_counter() - started)
+        problem = output_problem(bundle.policy.contract, action, expert, gating)
+        if problem is not None:
+            raise ValueError(problem)
+        z = int(expert[0])
+        filtered = self._filter.apply(action.reshape(-1))
+        if filtered is None:
+            raise ValueError("non-finite action")
+        self._last_action = filtered
+        self.counters["published"] += 1
+        if fresh:
+            self.obs_to_action_latency.add(now_s - obs.received_s)
+        return Decision(filtered, Source.POLICY, z, float(gating[0, z]), obs, bundle.policy, fresh)
+
+    def _safe(self, obs: Observation, bundle: _Bundle) -> Decision | None:
+        behaviour = self.config.stale_behavior
+        if behaviour == "stop":
+            return None
+        if behaviour == "hold" and self._last_action is not None:
+            action, source = self._filter.clamp(self._last_action), Source.HOLD
+        else:
+            action, source = self._filter.clamp(np.zeros(self.action_dim, np.float32)), Source.ZERO
+        self._last_action = action
+        self.counters["published"] += 1
+        return Decision(action, source, -1, 0.0, obs, bundle.policy, False)
+
+    # ---------------------------------------------------------------- swap and status
+    def _make_bundle(self, policy: LoadedPolicy) -> _Bundle:
+        c = policy.contract
+        noise = NoiseSource(self._mode, self.config.seed, c.num_experts, self.action_dim, self.config.noise_correlation)
+        bundle = _Bundle(policy, noise, ObservationWindow(1, c.obs_window, c.obs_dim))
+        obs = self.latest()
+        if obs is not None:  # seed the new window so the new policy acts on the very next tick
+            bundle.inputs, bundle.obs_seq = bundle.window.push(obs.values[None]), obs.seq
+            bundle.draw = noise.draw(1)
+        return bundle
+
+    def swap(self, policy: LoadedPolicy) -> None:
+        """Serve ``policy`` (already vetted and compatible) from the next tick on; clears an ERROR."""
+        self._bundle = self._make_bundle(policy)
+        self._error = ""
+
+    def set_sampling(self, mode: str) -> None:
+        if mode not in SAMPLING_MODES:
+            raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {mode!r}")
+        self._mode = mode
+        self._bundle = self._make_bundle(self._bundle.policy)
+
+    @property
+    def policy(self) -> LoadedPolicy:
+        return self._bundle.policy
+
+    @property
+    def sampling_mode(self) -> str:
+        return self._mode
+
+    def state(self, now_s: float) -> tuple[State, str]:
+        """(state, reason): ERROR latches until a swap; STALE while no fresh observation."""
+        if self._error:
+            return State.ERROR, self._error
+        obs = self.latest()
+        if obs is None:
+            return State.STALE, "waiting for observations"
+        if now_s - obs.received_s > self.config.stale_timeout_s:
+            return State.STALE, f"newest observation is {now_s - obs.received_s:.2f} s old"
+        return State.RUNNING, "ok"
