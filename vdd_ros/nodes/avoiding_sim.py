@@ -13,9 +13,11 @@ Lockstep makes closed-loop evaluation over DDS deterministic in its inputs and f
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -29,6 +31,24 @@ from vdd_ros.tasks.avoiding import OBS_NAMES, AvoidingEnv, StepResult
 # Episode results are a log: late subscribers (an evaluator that discovers the simulator
 # after the first episode) still receive every result.
 RESULT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class ShutdownAwareExecutor(SingleThreadedExecutor):
+    """Single-threaded executor that treats an rcl error after the context was shut down as shutdown.
+
+    On Ctrl-C rclpy's signal handler shuts the context down from its own thread while this
+    thread may be inside a take, a publish or a wait-set setup; those then raise RCLError
+    (a RuntimeError) instead of returning, which would end the node with a traceback.
+    """
+
+    def spin_once(self, timeout_sec: float | None = None) -> None:
+        """One callback; an rcl failure caused by a shutdown becomes ExternalShutdownException."""
+        try:
+            super().spin_once(timeout_sec)
+        except RuntimeError:
+            if self.context.ok():
+                raise
+            raise ExternalShutdownException() from None
 
 
 class AvoidingSimNode(Node):
@@ -141,7 +161,10 @@ class AvoidingSimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    spin_node(AvoidingSimNode, args)
+    """Run the simulator until Ctrl-C or shutdown; a repeated Ctrl-C during teardown stays quiet."""
+    # suppress: a second SIGINT (a terminal's Ctrl-C plus a forwarded one) landing in teardown
+    with contextlib.suppress(KeyboardInterrupt):
+        spin_node(AvoidingSimNode, args, ShutdownAwareExecutor)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,29 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
+import sys
 import threading
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from rclpy.signals import SignalHandlerOptions
 from vdd_ros_msgs.msg import DistillProgress
 
 from vdd_ros.config import ConfigError, from_dict
 from vdd_ros.distill.run import DistillConfig, DistillError, describe_eval, run_distillation
+from vdd_ros.nodes.shared import ParamSpec, StartupError, declare_parameters, print_help, wants_help
+
+PARAMS: dict[str, ParamSpec] = {
+    **{
+        f.name: ParamSpec(f.default, "DistillConfig field (docs/distill.md)")
+        for f in dataclasses.fields(DistillConfig)
+    },
+    "deploy_to": ParamSpec("", "controller node to hot-swap the exported policy into when done, e.g. /vdd_controller"),
+}
 
 
 class DistillNode(Node):
@@ -29,10 +41,8 @@ class DistillNode(Node):
 
     def __init__(self) -> None:
         super().__init__("vdd_distill")
-        values = {}
-        for field in dataclasses.fields(DistillConfig):
-            values[field.name] = self.declare_parameter(field.name, field.default).value
-        self.deploy_to = self.declare_parameter("deploy_to", "").value
+        values = declare_parameters(self, PARAMS)
+        self.deploy_to = values.pop("deploy_to")
         self.config = from_dict(DistillConfig, values, where="distill parameters")
         self._pub = self.create_publisher(DistillProgress, "~/progress", 10)
         self._stop = threading.Event()
@@ -121,26 +131,40 @@ class DistillNode(Node):
             self.exit_code = 3
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
+    if wants_help(args):
+        print_help("distill", __doc__, PARAMS)
+        return
+    # Ctrl-C and SIGTERM are handled here, not by rclpy: the worker must save its checkpoint
+    # and publish "stopped" while the context is still up, then the node shuts down.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     code = 0
     try:
         node = DistillNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while not node.done.is_set():
-            executor.spin_once(timeout_sec=0.1)
-        executor.spin_once(timeout_sec=0.1)  # flush the last progress message
-        code = node.exit_code
-    except (KeyboardInterrupt, ExternalShutdownException):
-        if node is not None:
+        try:
+            while not node.done.is_set():
+                executor.spin_once(timeout_sec=0.1)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the save short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             node.get_logger().info("interrupted: saving a checkpoint, run again to resume")
             node.stop()
-        code = 130
-    except (ConfigError, DistillError) as exc:
-        print(f"distill: {exc}", flush=True)
+            code = 130
+        executor.spin_once(timeout_sec=0.1)  # flush the last progress message
+        code = code or node.exit_code
+    except (ConfigError, DistillError, StartupError) as exc:
+        print(f"distill: refused to start: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except KeyboardInterrupt:  # during start-up: nothing to save
+        code = 130
     finally:
         if node is not None:
             node.destroy_node()
