@@ -83,15 +83,6 @@ def slow_policy(path: pathlib.Path, width: int = 400, **kw) -> str:
     return _save(model, path)
 
 
-def ballast_policy(path: pathlib.Path, megabytes: int, **kw) -> str:
-    """A valid policy carrying an unused initializer of ``megabytes``: slow to read, hash and parse."""
-    export_random_policy(path, **kw)
-    model = onnx.load(str(path))
-    ballast = np.ones(megabytes * (1 << 20) // 4, np.float32)
-    model.graph.initializer.append(numpy_helper.from_array(ballast, "ballast"))
-    return _save(model, path)
-
-
 def with_contract(path: pathlib.Path, edit, **kw) -> str:
     """A real export whose contract JSON is passed through ``edit(dict) -> object`` (anything JSON)."""
     export_random_policy(path, **kw)

@@ -16,7 +16,7 @@ import sys
 import pytest
 from builtin_interfaces.msg import Time
 from conftest import RosHarness
-from hostile_policies import ballast_policy, expert_out_of_range_beyond, slow_policy, with_contract
+from hostile_policies import expert_out_of_range_beyond, slow_policy, with_contract
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from test_controller import OBS, ControllerClient, start_controller
@@ -89,7 +89,8 @@ def test_a_policy_failing_on_real_inputs_is_contained_until_a_good_swap(start_no
 
 def test_a_slow_load_does_not_starve_observations(start_node, ros, policy_a, tmp_path):
     """300 MB to read, hash and parse: observations keep flowing while the parameter call waits."""
-    big = ballast_policy(tmp_path / "big.onnx", 300, policy_id="big")
+    big = str(tmp_path / "big.onnx")
+    export_random_policy(big, policy_id="big", ballast_mb=300)
     node = start_controller(start_node, policy_a, "slowload", "-p", "stale_timeout_s:=1.0")
     client = ControllerClient(ros, "slowload")
     client.wait_actions(50, what=f"first actions; log:\n{node.log()}")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import pathlib
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import torch
 
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.export.contract import PolicyContract
+from vdd_ros.export.contract import PolicyContract, file_sha256
 from vdd_ros.export.onnx_export import export_policy
 from vdd_ros.moe.policy import GaussianMoE, MoEConfig
 
@@ -28,12 +30,14 @@ def export_random_policy(
     seed: int = 0,
     act_chunk: int = 1,
     act_scale: float = 0.01,
+    ballast_mb: int = 0,
 ) -> str:
     """Export an untrained MoE to ``path``; returns its sha256.
 
     Observations pass through unscaled (identity normaliser); actions are scaled by
     ``act_scale`` so that raw actions stay small (the initial experts have means in
-    [-1, 1] and unit std in normalised space).
+    [-1, 1] and unit std in normalised space). ``ballast_mb`` adds an unused initializer
+    of that size: a valid policy that is as slow to read, hash and parse as a large one.
     """
     torch.manual_seed(seed)
     config = MoEConfig(
@@ -65,4 +69,13 @@ def export_random_policy(
         covariance=config.covariance,
         training={"method": "random_init", "seed": seed},
     )
-    return export_policy(moe, contract, obs_norm, act_norm, path)
+    digest = export_policy(moe, contract, obs_norm, act_norm, path)
+    if ballast_mb > 0:
+        model = onnx.load(str(path))
+        ballast = np.ones(ballast_mb * (1 << 20) // 4, np.float32)
+        model.graph.initializer.append(onnx.numpy_helper.from_array(ballast, "ballast"))
+        onnx.save(model, str(path))
+        digest = file_sha256(path)
+        sidecar = pathlib.Path(path).with_name(pathlib.Path(path).name + ".sha256")
+        sidecar.write_text(f"{digest}  {pathlib.Path(path).name}\n")
+    return digest

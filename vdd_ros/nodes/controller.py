@@ -425,11 +425,7 @@ def main(args: list[str] | None = None) -> None:
     # Python hands the GIL over every 5 ms by default: a whole 500 Hz period. A short switch
     # interval lets the control thread preempt a thread that is vetting a policy.
     sys.setswitchinterval(2e-4)
-    import os
-
-    from rclpy.executors import SingleThreadedExecutor
-    ex = SingleThreadedExecutor if os.environ.get("VDD_EXEC") == "single" else (lambda: MultiThreadedExecutor(num_threads=2))
-    spin_node(ControllerNode, args, ex, executable="controller")
+    spin_node(ControllerNode, args, lambda: MultiThreadedExecutor(num_threads=2), executable="controller")
 
 
 if __name__ == "__main__":
