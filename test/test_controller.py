@@ -218,3 +218,17 @@ def test_one_draw_per_observation(start_node, ros: RosHarness, policies) -> None
         groups.setdefault(key, set()).add((a.expert_index, *a.action))
     assert len(groups) > 20 and all(len(g) == 1 for g in groups.values()), "a tick re-drew within one observation"
     assert len({next(iter(g)) for g in groups.values()}) > len(groups) // 2  # fresh samples per observation
+
+
+def test_shipped_controller_yaml_names_declared_parameters_at_their_defaults() -> None:
+    """A key the node does not declare would refuse the launch; a differing value would make the docs lie."""
+    import yaml
+
+    from vdd_ros.nodes.controller import PARAMS
+
+    shipped = yaml.safe_load((pathlib.Path(__file__).parents[1] / "config" / "controller.yaml").read_text())
+    values = shipped["/**"]["ros__parameters"]
+    assert set(values) <= set(PARAMS), set(values) - set(PARAMS)
+    task_specific = {"action_min", "action_max"}  # Avoiding's per-tick delta limit
+    differing = {k: v for k, v in values.items() if k not in task_specific and v != PARAMS[k].default}
+    assert differing == {}
