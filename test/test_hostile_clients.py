@@ -10,6 +10,7 @@ malformed observations, bad stamps, Ctrl-C. (Corrupt distillation checkpoints:
 from __future__ import annotations
 
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -20,6 +21,7 @@ from hostile_policies import expert_out_of_range_beyond, slow_policy, with_contr
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from test_controller import OBS, ControllerClient, start_controller
+from test_distill_run import inputs  # noqa: F401  (a pytest fixture: tiny teacher and dataset)
 
 from vdd_ros.export.random_policy import export_random_policy
 from vdd_ros.nodes.process import executable_path
@@ -236,7 +238,36 @@ def test_params_file_typo_is_refused(start_node, tmp_path):
 @pytest.mark.parametrize("executable", ["controller", "avoiding_sim", "distill"])
 def test_every_node_answers_help(executable: str):
     out = subprocess.run(
-        [sys.executable, str(executable_path(executable)), "--help"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(executable_path(executable)), "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     assert "usage: ros2 run vdd_ros" in out.stdout and "parameters:" in out.stdout
+
+
+def test_ctrl_c_stops_distill_after_its_last_progress(start_node, ros: RosHarness, inputs, tmp_path):  # noqa: F811
+    """SIGINT mid-training: checkpoint saved, "stopped" published while the context is up, no traceback."""
+    from vdd_ros_msgs.msg import DistillProgress
+
+    progress: list[DistillProgress] = []
+    ros.node.create_subscription(DistillProgress, "/vdd_distill/progress", progress.append, 100)
+    settings = {
+        "teacher": inputs / "teacher",
+        "dataset": inputs / "demos.safetensors",
+        "output": tmp_path / "out",
+        "hidden": 16,
+        "trunk_blocks": 1,
+        "iterations": 1_000_000,
+        "batch_size": 8,
+        "eval_every": 1_000_000,
+        "checkpoint_every": 1_000_000,
+        "torch_threads": 1,
+        "device": "cpu",
+    }
+    args = [a for k, v in settings.items() for a in ("-p", f"{k}:={v}")]
+    node = start_node("distill", args)
+    ros.spin_until(lambda: any(p.phase == "training" for p in progress), 120.0, f"training; log:\n{node.log()}")
+    node.proc.send_signal(signal.SIGINT)
+    ros.spin_until(lambda: node.proc.poll() is not None, 60.0, "distill to exit")
+    ros.spin_until(lambda: progress[-1].phase == "stopped", 10.0, f"the 'stopped' message; log:\n{node.log()}")
+    assert node.proc.returncode == 130 and "Traceback" not in node.log(), node.log()
+    assert (tmp_path / "out" / "checkpoint" / "state.json").is_file()  # run again to resume
