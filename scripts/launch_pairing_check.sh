@@ -14,8 +14,9 @@
 #   PAIRING_DOMAIN_LAST   as scripts/with_isolated_ros.sh (default 150..160, outside its 1..101)
 #   PAIRING_LOG_DIR       where each launch's output is kept (default: a new /tmp directory)
 # Needs the reference ros2 command line (launch, launch_ros, ros2cli) built outside the repository
-# at ~/ros2cli (shared/tools/ros2cli/README.md). Exit status: 0 if every launch ended cleanly,
-# 1 otherwise, 2 on a usage or setup problem.
+# at ~/ros2cli (shared/tools/ros2cli/README.md). Exit status: 0 if every launch ended cleanly and
+# reported at least one episode, 1 otherwise, 2 on a usage or setup problem. A launch with no
+# episode means the simulator never received an action answering its current observation.
 set -uo pipefail
 
 activate="$HOME/ros2cli/activate.sh"
@@ -81,7 +82,7 @@ summarise() {
 }
 
 printf '%-6s %-6s %8s %9s %9s %8s  %s\n' launch domain episodes successes late_mean late_max clean
-tot_eps=0 tot_succ=0 tot_late=0 tot_max=0 clean_runs=0
+tot_eps=0 tot_succ=0 tot_late=0 tot_max=0 clean_runs=0 silent_runs=0
 for ((run = 1; run <= runs; run++)); do
   claim_domain || { echo "launch_pairing_check: no free ROS_DOMAIN_ID in $first..$last" >&2; exit 2; }
   log="$logs/launch_$run.log"
@@ -104,8 +105,10 @@ for ((run = 1; run <= runs; run++)); do
   printf '%-6s %-6s %8d %9d %9s %8d  %s\n' "$run" "$domain" "$eps" "$succ" "$mean" "$max" "$clean"
   tot_eps=$((tot_eps + eps)) tot_succ=$((tot_succ + succ)) tot_late=$((tot_late + late))
   [ "$max" -gt "$tot_max" ] && tot_max=$max
+  [ "$eps" -gt 0 ] || silent_runs=$((silent_runs + 1))
 done
 mean=$(awk -v s="$tot_late" -v n="$tot_eps" 'BEGIN { printf "%.1f", n ? s / n : 0 }')
 printf '%-6s %-6s %8d %9d %9s %8d  %s\n' total - "$tot_eps" "$tot_succ" "$mean" "$tot_max" "$clean_runs/$runs clean"
+[ "$silent_runs" -eq 0 ] || echo "launches without an episode: $silent_runs (no action answered the current observation)"
 echo "logs: $logs"
-[ "$clean_runs" -eq "$runs" ]
+[ "$clean_runs" -eq "$runs" ] && [ "$silent_runs" -eq 0 ]

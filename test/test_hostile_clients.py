@@ -158,14 +158,13 @@ def test_huge_malformed_and_badly_stamped_observations(start_node, ros: RosHarne
         "observation_reliability:=reliable",  # a best-effort 3.5 MB sample may never arrive at all
     )
     client = ControllerClient(ros, ns, joint_state=True)
-    pub = ros.node.create_publisher(JointState, f"/{ns}/observation", 10)
     names = [f"obs_{i}" for i in range(4)]
     clock = ros.node.get_clock()
     client.wait_actions(50, what=f"first actions; log:\n{node.log()}")
     base = client.wait_status()
 
-    def send(msg: JointState) -> None:
-        pub.publish(msg)
+    def send(msg: JointState) -> None:  # on the feeding publisher: already matched (a new one may not be)
+        client.obs_pub.publish(msg)
         ros.spin_for(0.05)
 
     huge = [f"joint_{i}" for i in range(200_000)]

@@ -13,18 +13,16 @@ Lockstep makes closed-loop evaluation over DDS deterministic in its inputs and f
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
 
-from vdd_ros.nodes.shared import spin_node
+from vdd_ros.nodes.shared import ParamSpec, declare_parameters, print_help, spin_node, wants_help
 from vdd_ros.runtime.latency import LatencyWindow
 from vdd_ros.tasks.avoiding import OBS_NAMES, AvoidingEnv, StepResult
 
@@ -33,22 +31,17 @@ from vdd_ros.tasks.avoiding import OBS_NAMES, AvoidingEnv, StepResult
 RESULT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-class ShutdownAwareExecutor(SingleThreadedExecutor):
-    """Single-threaded executor that treats an rcl error after the context was shut down as shutdown.
+SUMMARY = """The Avoiding task as a ROS node: publishes 'observation' (sensor_msgs/JointState) and
+'episode_start', steps on 'policy_action' (vdd_ros_msgs/PolicyAction), reports 'episode_result'."""
 
-    On Ctrl-C rclpy's signal handler shuts the context down from its own thread while this
-    thread may be inside a take, a publish or a wait-set setup; those then raise RCLError
-    (a RuntimeError) instead of returning, which would end the node with a traceback.
-    """
-
-    def spin_once(self, timeout_sec: float | None = None) -> None:
-        """One callback; an rcl failure caused by a shutdown becomes ExternalShutdownException."""
-        try:
-            super().spin_once(timeout_sec)
-        except RuntimeError:
-            if self.context.ok():
-                raise
-            raise ExternalShutdownException() from None
+PARAMS: dict[str, ParamSpec] = {
+    "episodes": ParamSpec(0, "episodes to run; 0 = run forever", 0, 1_000_000),
+    "lockstep": ParamSpec(False, "step as soon as the answering action arrives (evaluation); false = real time"),
+    "step_period_s": ParamSpec(0.035, "real-time pacing when lockstep is false", 0.001, 10.0),
+    "action_timeout_s": ParamSpec(0.5, "lockstep: step with a zero action after this long", 0.001, 60.0),
+    "tracking_noise": ParamSpec(0.0, "std of the pusher's tracking noise", 0.0, 1.0),
+    "seed": ParamSpec(0, "seed of the task's randomness", 0, 2**31 - 1),
+}
 
 
 class AvoidingSimNode(Node):
@@ -56,13 +49,12 @@ class AvoidingSimNode(Node):
 
     def __init__(self) -> None:
         super().__init__("avoiding_sim")
-        self.episodes = self.declare_parameter("episodes", 0).value  # 0 = run forever
-        self.lockstep = self.declare_parameter("lockstep", False).value
-        period = self.declare_parameter("step_period_s", 0.035).value
-        self.action_timeout = self.declare_parameter("action_timeout_s", 0.5).value
-        noise = self.declare_parameter("tracking_noise", 0.0).value
-        seed = self.declare_parameter("seed", 0).value
-        self.env = AvoidingEnv(1, tracking_noise=noise, seed=seed)
+        p = declare_parameters(self, PARAMS)
+        self.episodes = p["episodes"]
+        self.lockstep = p["lockstep"]
+        period = p["step_period_s"]
+        self.action_timeout = p["action_timeout_s"]
+        self.env = AvoidingEnv(1, tracking_noise=p["tracking_noise"], seed=p["seed"])
         self._obs_pub = self.create_publisher(JointState, "observation", QoSProfile(depth=5))
         self._result_pub = self.create_publisher(EpisodeResult, "episode_result", RESULT_QOS)
         self._episode_pub = self.create_publisher(Header, "episode_start", QoSProfile(depth=10))
@@ -161,10 +153,10 @@ class AvoidingSimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the simulator until Ctrl-C or shutdown; a repeated Ctrl-C during teardown stays quiet."""
-    # suppress: a second SIGINT (a terminal's Ctrl-C plus a forwarded one) landing in teardown
-    with contextlib.suppress(KeyboardInterrupt):
-        spin_node(AvoidingSimNode, args, ShutdownAwareExecutor)
+    if wants_help(args):
+        print_help("avoiding_sim", SUMMARY, PARAMS)
+        return
+    spin_node(AvoidingSimNode, args, executable="avoiding_sim")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -138,9 +139,15 @@ def spin_node(
     except StartupError as exc:
         print(f"{executable}: refused to start: {exc}", file=sys.stderr, flush=True)
         code = 2
+    except RuntimeError:
+        # Ctrl-C: rclpy's signal thread shuts the context down while this thread may be inside
+        # a take, publish or wait-set build, which then raise RCLError -- a shutdown, not a fault.
+        if rclpy.ok():
+            raise
     finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during teardown stays quiet
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
     if code:
         raise SystemExit(code)

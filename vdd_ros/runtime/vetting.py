@@ -69,8 +69,9 @@ def _timed_runs(run: RunFn, windows: np.ndarray, noise: Callable[[], tuple[np.nd
     """Run every window once; yield (output, seconds). CPU time when the caller's thread does the work."""
     clock = time.thread_time if cpu else time.perf_counter
     for w in windows:
+        gumbel, eps = noise()
         start = clock()
-        out = run(w[None], *noise())
+        out = run(w[None], gumbel, eps)
         yield out, clock() - start
 
 
