@@ -142,7 +142,7 @@ def test_vetting_rejects_a_policy_too_slow_for_the_rate(tmp_path: pathlib.Path) 
     path = slow_policy(tmp_path / "slow.onnx", width=400)
     loaded = load_policy(path)  # no budget: accepted
     with pytest.raises(ContractError, match=r"inference p99 \d+\.\d+ ms .* exceeds the budget of 0\.050 ms"):
-        load_policy(path, latency_budget_s=5e-5)
+        load_policy(path, latency_budget_fraction=0.5, control_period_s=1e-4)
     assert loaded.contract.policy_id == "random"
 
 
