@@ -226,6 +226,36 @@ def test_refused_start_says_why_in_one_line(start_node, tmp_path, case):
     assert "Traceback" not in log, log
 
 
+def test_malformed_params_file_is_refused_in_one_line(start_node, tmp_path):
+    params = tmp_path / "broken.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    control_rate_hz: [unclosed\n")
+    node = start_node("controller", ["--params-file", str(params)])
+    node.proc.wait(60)
+    log = node.log()
+    assert node.proc.returncode == 2 and "refused to start: bad ROS arguments" in log and "Traceback" not in log, log
+
+
+def test_a_one_dimensional_clamp_at_zero_is_a_real_bound(start_node, ros, tmp_path):
+    """[0.0] also stands for "no clamp" in the declaration; set explicitly it must clamp."""
+    policy = str(tmp_path / "one_d.onnx")
+    export_random_policy(policy, policy_id="one-d", act_dim=1, act_scale=0.05)
+    node = start_controller(
+        start_node,
+        policy,
+        "oned",
+        "-p",
+        "action_min:=[0.0]",
+        "-p",
+        "action_max:=[0.001]",
+        "-p",
+        "sampling_mode:=sample",
+    )
+    client = ControllerClient(ros, "oned")
+    client.wait_actions(200, what=f"actions; log:\n{node.log()}")
+    values = [a.action[0] for a in client.actions]
+    assert min(values) >= 0.0 and max(values) <= 0.001 + 1e-9, (min(values), max(values))
+
+
 def test_params_file_typo_is_refused(start_node, tmp_path):
     params = tmp_path / "controller.yaml"
     params.write_text("/**:\n  ros__parameters:\n    control_rate_hzz: 50.0\n")

@@ -127,7 +127,7 @@ def test_a_failing_tick_latches_error_and_a_swap_recovers(tmp_path: pathlib.Path
     core.offer(OBS, SEC + 2, 2 * SEC, received_s=1.02)  # back to ordinary input: still latched
     assert core.tick(1.02).source == Source.ZERO
     assert core.counters["tick_errors"] == 1
-    core.swap(policy_a)
+    core.update(policy_a)
     d = core.tick(1.03)
     assert d.source == Source.POLICY and d.policy is policy_a and core.state(1.03)[0] == State.RUNNING
 
@@ -175,3 +175,38 @@ def test_deadline_loop_survives_a_raising_tick() -> None:
     finally:
         loop.stop()
     assert len(calls) >= 5 and loop.errors == 1 and "boom" in loop.last_error
+
+
+def test_episode_start_resets_for_stamped_and_unstamped_observations(policy_a) -> None:
+    """Whichever arrives first: the announced observation (stamped) or the next one admitted (unstamped)."""
+    core = make_core(policy_a)
+    now = 100 * SEC
+    core.offer(OBS, 50 * SEC, now, received_s=1.0)
+    core.tick(1.0)
+    core.offer(OBS + 1.0, 60 * SEC, now, received_s=1.01)
+    core.tick(1.01)
+    history = core._bundle.window.current().copy()
+    assert not np.allclose(history[0, 0], history[0, -1])  # two different observations in the window
+    core.offer(OBS, 10 * SEC, now, received_s=1.02)  # a reset simulator clock: old until announced
+    core.episode_start(10 * SEC)  # announced after the fact: the next tick starts the episode anyway
+    assert core.offer(OBS, 10 * SEC, now, received_s=1.03) is None
+    core.tick(1.03)
+    np.testing.assert_allclose(core._bundle.window.current()[0], np.tile(OBS, (5, 1)))  # padded afresh
+    core.episode_start(0)  # unstamped (array) input: the next observation admitted opens the episode
+    core.offer(OBS + 2.0, 99, now, received_s=1.04, check_stamp=False)
+    core.tick(1.04)
+    np.testing.assert_allclose(core._bundle.window.current()[0], np.tile(OBS + 2.0, (5, 1)))
+
+
+def test_a_swap_keeps_the_window_history(tmp_path: pathlib.Path, policy_a) -> None:
+    b = tmp_path / "b.onnx"
+    export_random_policy(b, policy_id="b", seed=1, num_experts=4)
+    core = make_core(policy_a)
+    for i in range(3):
+        core.offer(OBS + i, SEC + i, 2 * SEC, received_s=1.0 + i / 100)
+        core.tick(1.0 + i / 100)
+    before = core._bundle.window.current().copy()
+    core.update(load_policy(str(b)), mode="greedy")
+    assert core.sampling_mode == "greedy" and core.policy.contract.policy_id == "b"
+    np.testing.assert_array_equal(core._bundle.window.current(), before)
+    assert core.tick(1.03).policy.contract.policy_id == "b"

@@ -294,7 +294,7 @@ class PolicyContract:
     def incompatibilities(self, other: PolicyContract) -> list[str]:
         """Reasons ``other`` cannot replace ``self`` on a running robot (empty if it can)."""
         reasons = []
-        for field in ("obs_dim", "act_dim", "obs_names", "act_names", "act_chunk"):
+        for field in ("obs_dim", "act_dim", "obs_names", "act_names", "act_chunk", "frame_id"):
             a, b = getattr(self, field), getattr(other, field)
             if a != b:
                 reasons.append(f"{field} differs: running {a!r}, candidate {b!r}")

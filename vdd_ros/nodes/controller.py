@@ -14,7 +14,9 @@ hand-offs cost the 500 Hz loop: round-trip p99 16 ms against 4.5-7 ms, measured.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import threading
 import time
 
@@ -119,9 +121,20 @@ class ControllerNode(Node):
     def __init__(self) -> None:
         super().__init__("vdd_controller")
         self._loop: DeadlineLoop | None = None
+        # private copies of candidate policies live here; removed on exit even if a vetting was cut short
+        self._scratch = tempfile.mkdtemp(prefix="vdd_controller_")
+        try:
+            self._start()
+        except BaseException:  # a refused start: nothing left behind
+            self.destroy_node()
+            raise
+
+    def _start(self) -> None:
         p = declare_parameters(self, PARAMS)
         for name in ("observation_names", "action_min", "action_max"):
-            if list(p[name]) in _EMPTY_PLACEHOLDERS:
+            # the typed stand-in means "empty" only where nobody set it: a 1-D action's
+            # action_min: [0.0] is a real bound
+            if list(p[name]) in _EMPTY_PLACEHOLDERS and name not in self._parameter_overrides:
                 p[name] = []
         self._p = p
         self._staged: LoadedPolicy | None = None
@@ -167,11 +180,8 @@ class ControllerNode(Node):
             raise StartupError(f"parameter 'observation_type' must be one of {sorted(kinds)}")
         msg_type, handler = kinds[p["observation_type"]]
         self._obs_type = msg_type
-        self._inputs = [
-            (self.create_subscription(msg_type, "observation", handler, obs_qos, raw=True), handler),
-            (self.create_subscription(Header, "episode_start", self._on_episode_start, QoSProfile(depth=10)),
-             self._on_episode_start),
-        ]
+        self.create_subscription(msg_type, "observation", handler, obs_qos, raw=True)
+        self.create_subscription(Header, "episode_start", self._on_episode_start, QoSProfile(depth=10))
         cmd_qos = _qos(p["command_reliability"], p["command_depth"], "command_reliability")
         self._action_pub = self.create_publisher(PolicyAction, "policy_action", cmd_qos)
         self._command_pub = (
@@ -182,6 +192,7 @@ class ControllerNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._seq = 0
+        self._loop_errors_reported = 0
         self._last_status = (time.monotonic(), 0)
         self._status_period = 1.0 / p["status_rate_hz"]
         self.create_timer(self._status_period, self._publish_status)
@@ -213,6 +224,8 @@ class ControllerNode(Node):
                     candidate = self._vet_while_serving(path)
                 except ContractError as exc:
                     return self._reject(str(exc))
+                except Exception as exc:  # whatever else vetting hits (memory, disk): a rejection, never a crash
+                    return self._reject(f"{path!r}: vetting failed: {exc!r}")
                 reasons = self._contract.incompatibilities(candidate.contract)
                 if reasons:
                     return self._reject(f"{path!r} is incompatible: " + "; ".join(reasons))
@@ -229,10 +242,11 @@ class ControllerNode(Node):
         """Post-set (only after an accepted set): one reference assignment each; the loop sees it next tick."""
         names = {p.name: p.value for p in params}
         candidate, self._staged = self._staged, None
-        if "sampling_mode" in names:
-            self.core.set_sampling(names["sampling_mode"])
-        if "policy_path" in names and candidate is not None:
-            self.core.swap(candidate)
+        if "policy_path" not in names:
+            candidate = None
+        if candidate is not None or "sampling_mode" in names:
+            self.core.update(candidate, names.get("sampling_mode"))
+        if candidate is not None:
             self._swaps += 1
             self._message = f"swapped to {candidate.contract.policy_id} ({candidate.path})"
             self._announce(candidate)
@@ -262,11 +276,11 @@ class ControllerNode(Node):
         return outcome[0]
 
     def _take_inputs(self) -> None:
-        """What the executor would do for the input subscriptions, while it is parked in a callback."""
-        for sub, handler in self._inputs:
+        """What the executor would do for every subscription (inputs, and /clock under sim time) while parked here."""
+        for sub in self.subscriptions:
             with sub.handle:
                 while (taken := sub.handle.take_message(sub.msg_type, sub.raw)) is not None:
-                    handler(taken[0])
+                    sub.callback(taken[0])
 
     def _load(self, path: str, what: str) -> LoadedPolicy:
         """Load and vet ``path`` against this node's rate and providers; StartupError at start."""
@@ -282,10 +296,15 @@ class ControllerNode(Node):
                 p["allow_spinning"],
                 latency_budget_fraction=p["latency_budget_fraction"],
                 control_period_s=self._period,
+                scratch_dir=self._scratch,
             )
         except ContractError as exc:
             if what == "start":
                 raise StartupError(f"policy {path!r}: {exc}") from None
+            raise
+        except Exception as exc:
+            if what == "start":
+                raise StartupError(f"policy {path!r}: loading failed: {exc!r}") from None
             raise
         self.get_logger().info(f"loaded and vetted {path} in {1e3 * (time.monotonic() - started):.1f} ms")
         return loaded
@@ -350,7 +369,7 @@ class ControllerNode(Node):
     def _publish(self, d: Decision) -> None:
         msg = PolicyAction()
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = self._contract.frame_id
+        msg.header.frame_id = d.policy.contract.frame_id
         msg.observation_stamp = _stamp(d.observation.stamp_ns)
         msg.action = d.action.tolist()
         msg.action_names = list(self._contract.act_names)
@@ -408,9 +427,10 @@ class ControllerNode(Node):
         msg.policy_swaps = self._swaps
         msg.rejected_swaps = self._rejected_swaps
         msg.state = int(state)
-        if self._loop.errors:
-            reason = f"control loop error: {self._loop.last_error}"
-        msg.message = reason if state != State.RUNNING or not self._message else self._message
+        if self._loop.errors > self._loop_errors_reported:  # the loop survived it; reported once
+            self._loop_errors_reported = self._loop.errors
+            msg.state, reason = int(State.ERROR), f"control loop error: {self._loop.last_error}"
+        msg.message = reason if msg.state != State.RUNNING or not self._message else self._message
         self._status_pub.publish(msg)
         self._publish_diagnostics(msg)
 
@@ -450,6 +470,8 @@ class ControllerNode(Node):
     def destroy_node(self) -> None:
         if self._loop is not None:  # a refused start has no loop
             self._loop.stop()
+            self._loop = None
+        shutil.rmtree(self._scratch, ignore_errors=True)
         super().destroy_node()
 
 

@@ -25,7 +25,7 @@ from vdd_ros_msgs.msg import DistillProgress
 
 from vdd_ros.config import ConfigError, from_dict
 from vdd_ros.distill.run import DistillConfig, DistillError, describe_eval, run_distillation
-from vdd_ros.nodes.shared import ParamSpec, StartupError, declare_parameters, print_help, wants_help
+from vdd_ros.nodes.shared import ParamSpec, StartupError, declare_parameters, init_or_refuse, print_help, wants_help
 
 PARAMS: dict[str, ParamSpec] = {
     **{
@@ -119,7 +119,7 @@ class DistillNode(Node):
         future = client.set_parameters([Parameter("policy_path", value=path)])
         event = threading.Event()
         future.add_done_callback(lambda _: event.set())
-        if not event.wait(30.0):
+        if not event.wait(300.0):  # vetting a large policy (or building an engine) can take a while
             self.get_logger().error(f"deploy_to: {self.deploy_to!r} did not answer")
             self.exit_code = 3
             return
@@ -141,7 +141,7 @@ def main(args: list[str] | None = None) -> None:
         return
     # Ctrl-C and SIGTERM are handled here, not by rclpy: the worker must save its checkpoint
     # and publish "stopped" while the context is still up, then the node shuts down.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    init_or_refuse(args, "distill", signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGTERM, _interrupt)
     node = None
     code = 0

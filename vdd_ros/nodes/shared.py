@@ -116,6 +116,15 @@ def print_help(executable: str, summary: str, specs: Mapping[str, ParamSpec]) ->
         print(f"  {name} (default {spec.default!r}; {spec.constraint()})\n      {spec.description}")
 
 
+def init_or_refuse(args: list[str] | None, executable: str, **options: object) -> None:
+    """``rclpy.init``; malformed ROS arguments (a broken params file, an unparsable ``-p``) refuse the start."""
+    try:
+        rclpy.init(args=args, **options)
+    except RuntimeError as exc:
+        print(f"{executable}: refused to start: bad ROS arguments: {_one_line(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
 def spin_node(
     make_node: Callable[[], Node],
     args: list[str] | None,
@@ -126,7 +135,7 @@ def spin_node(
 
     A StartupError prints one line and exits with status 2 (no traceback).
     """
-    rclpy.init(args=args)
+    init_or_refuse(args, executable)
     node = None
     code = 0
     try:

@@ -149,7 +149,7 @@ def _check_io(session: ort.InferenceSession, c: PolicyContract) -> None:
 
 
 def _session_from_private_copy(
-    path: str, options: ort.SessionOptions, providers: list[str]
+    path: str, options: ort.SessionOptions, providers: list[str], scratch_dir: str | None
 ) -> tuple[ort.InferenceSession, str]:
     """(session, sha256) over exactly the bytes hashed, from a private copy of ``path``.
 
@@ -160,17 +160,27 @@ def _session_from_private_copy(
     (measured at 600 MB: 0.3-0.7 s and 67 ms), which would stall the control thread.
     """
     digest = hashlib.sha256()
-    with tempfile.TemporaryDirectory(prefix="vdd_policy_") as folder:
+    with tempfile.TemporaryDirectory(prefix="vdd_policy_", dir=scratch_dir) as folder:
         private = os.path.join(folder, "policy.onnx")
         try:
-            with open(path, "rb") as src, open(private, "wb") as dst:
-                while block := src.read(1 << 20):
-                    digest.update(block)
-                    dst.write(block)
+            src = open(path, "rb")  # noqa: SIM115 - closed below; read and write errors get their own messages
         except FileNotFoundError as exc:
             raise ContractError(f"policy file {path!r} does not exist") from exc
         except OSError as exc:
             raise ContractError(f"policy file {path!r} cannot be read ({exc.strerror})") from exc
+        with src, open(private, "wb") as dst:
+            while True:
+                try:
+                    block = src.read(1 << 20)
+                except OSError as exc:
+                    raise ContractError(f"policy file {path!r} cannot be read ({exc.strerror})") from exc
+                if not block:
+                    break
+                digest.update(block)
+                try:
+                    dst.write(block)
+                except OSError as exc:
+                    raise ContractError(f"cannot copy {path!r} to {folder} for loading ({exc.strerror})") from exc
         try:
             session = ort.InferenceSession(private, sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises several unrelated types for bad files
@@ -185,6 +195,7 @@ def load_policy(
     allow_spinning: bool = True,
     latency_budget_fraction: float | None = None,
     control_period_s: float | None = None,
+    scratch_dir: str | None = None,
 ) -> LoadedPolicy:
     """Open, validate and vet ``path``; raise ContractError with a reason otherwise.
 
@@ -193,6 +204,7 @@ def load_policy(
     (the policy must be one self-contained file: no external data beside it).
     ``latency_budget_fraction``: reject a graph whose inference p99 exceeds this fraction
     of ``control_period_s`` (None: the policy's own period); None = no limit.
+    ``scratch_dir``: where the private copy is parsed (default: the system's temporary folder).
     """
     if not path:
         raise ContractError("no policy path given")
@@ -200,7 +212,7 @@ def load_policy(
         raise ContractError(f"policy file {path!r} is not an .onnx file")
     available = ort.get_available_providers()
     usable = [p for p in providers if p in available] or ["CPUExecutionProvider"]
-    session, sha = _session_from_private_copy(path, session_options(threads, allow_spinning), usable)
+    session, sha = _session_from_private_copy(path, session_options(threads, allow_spinning), usable, scratch_dir)
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
         raise ContractError(f"{path!r} has no {METADATA_KEY!r} metadata: not a vdd_ros policy")

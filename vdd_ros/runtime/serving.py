@@ -5,7 +5,10 @@ everything that decides an action lives here, so unit tests drive it without DDS
 
 * admission of observations: size and finiteness against the contract, then stamps
   (future beyond a tolerance, older than the last accepted one, or duplicated: counted
-  and dropped; an observation announced as an episode start resets the ordering);
+  and dropped; an episode start restarts the ordering, for a simulator whose clock resets);
+* episodes: the observation an ``episode_start`` announces by its stamp -- or, for
+  unstamped observations, the first one admitted after it -- starts a fresh window, noise
+  and rate limiter, whichever of the two messages arrives first;
 * staleness: no admitted observation younger than ``stale_timeout_s`` -> safe action;
 * one sampling draw per observation (ticks in between repeat it, as in training);
 * contained ticks: an exception or invalid output in inference or post-processing
@@ -14,12 +17,13 @@ everything that decides an action lives here, so unit tests drive it without DDS
 * the safety filter on every published command, safe ones included.
 
 Threads: observations arrive on executor threads (``offer``, ``episode_start``); ``tick``
-runs on the control thread; ``swap`` and ``set_sampling`` replace one reference that the
+runs on the control thread; ``update`` (swap and/or sampling mode) replaces one reference that the
 tick reads once, so no tick mixes two policies.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import math
@@ -104,6 +108,7 @@ class Observation:
     stamp_ns: int  # echoed in the answering action (0 = unstamped)
     received_s: float  # monotonic receive time
     seq: int
+    episode: int  # number of the episode it belongs to (episode_start messages before it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +134,7 @@ class _Bundle:
     inputs: np.ndarray | None = None  # current (1, T, obs_dim) window
     draw: tuple[np.ndarray, np.ndarray] | None = None  # (gumbel, eps) of the current window
     obs_seq: int = -1  # newest observation pushed into the window
-    episode_ns: int | None = None  # episode start this window was reset for
+    episode: int = 0  # episode of the observations in the window
 
 
 class ServingCore:
@@ -145,14 +150,15 @@ class ServingCore:
         self._obs: Observation | None = None
         self._seq = 0
         self._last_stamp_ns: int | None = None
-        self._episode_ns: int | None = None
+        self._episodes = 0  # episode_start messages so far
+        self._seeds = np.random.SeedSequence(config.seed)  # each new noise stream gets its own child
         self._mode = config.sampling_mode
         self._last_action: np.ndarray | None = None
         self._error = ""  # latched reason of the last failed tick; "" = healthy
         self.counters = dict.fromkeys([r.value for r in Rejection] + ["stale", "tick_errors", "published"], 0)
         self.inference_latency = LatencyWindow()
         self.obs_to_action_latency = LatencyWindow()
-        self._bundle = self._make_bundle(policy)
+        self._bundle = self._make_bundle(policy, self._mode, None)
 
     # ------------------------------------------------------------------ observations
     def reject(self, reason: Rejection) -> Rejection:
@@ -169,20 +175,26 @@ class ServingCore:
                 if stamp_ns > now_ns + int(self.config.max_future_stamp_s * 1e9):
                     return self.reject(Rejection.FUTURE_STAMP)
                 last = self._last_stamp_ns
-                if last is not None and stamp_ns != self._episode_ns:
-                    if stamp_ns == last:
-                        return self.reject(Rejection.DUPLICATE_STAMP)
-                    if stamp_ns < last:
-                        return self.reject(Rejection.OLD_STAMP)
+                if last is not None and stamp_ns == last:
+                    return self.reject(Rejection.DUPLICATE_STAMP)
+                if last is not None and stamp_ns < last:
+                    return self.reject(Rejection.OLD_STAMP)
                 self._last_stamp_ns = stamp_ns
             self._seq += 1
-            self._obs = Observation(values.astype(np.float32), stamp_ns, received_s, self._seq)
+            self._obs = Observation(values.astype(np.float32), stamp_ns, received_s, self._seq, self._episodes)
         return None
 
     def episode_start(self, stamp_ns: int) -> None:
-        """A new episode begins with the observation stamped ``stamp_ns``: forget the history."""
+        """A new episode begins with the observation stamped ``stamp_ns`` (or the next one admitted).
+
+        If that observation already arrived it is re-labelled, so the next tick starts the
+        episode from it; either way the stamp ordering restarts (a simulator may reset its clock).
+        """
         with self._lock:
-            self._episode_ns = stamp_ns
+            self._episodes += 1
+            self._last_stamp_ns = None
+            if self._obs is not None and self._obs.stamp_ns == stamp_ns:
+                self._obs = dataclasses.replace(self._obs, episode=self._episodes)
 
     def latest(self) -> Observation | None:
         with self._lock:
@@ -192,8 +204,7 @@ class ServingCore:
     def tick(self, now_s: float) -> Decision | None:
         """The command for this tick, or None when nothing may be published."""
         bundle = self._bundle  # the one read of the policy reference this tick
-        with self._lock:
-            obs, episode = self._obs, self._episode_ns
+        obs = self.latest()
         if obs is None:
             return None
         if now_s - obs.received_s > self.config.stale_timeout_s:
@@ -202,19 +213,19 @@ class ServingCore:
         if self._error:
             return self._safe(obs, bundle)
         try:
-            return self._infer(obs, episode, bundle, now_s)
+            return self._infer(obs, bundle, now_s)
         except Exception as exc:  # contained: a bad output or a raising graph must not end the loop
             self.counters["tick_errors"] += 1
-            self._error = f"policy {bundle.policy.contract.policy_id} failed at run time: {exc}"
+            if self._bundle is bundle:  # a failure of a policy swapped out meanwhile is not the new one's
+                self._error = f"policy {bundle.policy.contract.policy_id} failed at run time: {exc}"
             return self._safe(obs, bundle)
 
-    def _infer(self, obs: Observation, episode: int | None, bundle: _Bundle, now_s: float) -> Decision:
-        if episode is not None and episode != bundle.episode_ns and episode == obs.stamp_ns:
-            # first observation of a new episode (whichever of the two messages came first)
+    def _infer(self, obs: Observation, bundle: _Bundle, now_s: float) -> Decision:
+        if obs.episode != bundle.episode:  # first observation of a new episode
             bundle.window.reset()
             bundle.noise.reset()
             self._filter.reset()
-            bundle.episode_ns, bundle.obs_seq = episode, -1
+            bundle.episode, bundle.obs_seq = obs.episode, -1
         fresh = obs.seq != bundle.obs_seq
         if fresh:  # the window advances once per new observation, and one draw per observation
             bundle.inputs, bundle.obs_seq = bundle.window.push(obs.values[None]), obs.seq
@@ -248,26 +259,37 @@ class ServingCore:
         return Decision(action, source, -1, 0.0, obs, bundle.policy, False)
 
     # ---------------------------------------------------------------- swap and status
-    def _make_bundle(self, policy: LoadedPolicy) -> _Bundle:
+    def _make_bundle(self, policy: LoadedPolicy, mode: str, old: _Bundle | None) -> _Bundle:
+        """A bundle for ``policy``; it keeps ``old``'s history and noise stream where they fit."""
         c = policy.contract
-        noise = NoiseSource(self._mode, self.config.seed, c.num_experts, self.action_dim, self.config.noise_correlation)
+        if old is not None and old.noise.mode == mode and old.policy.contract.num_experts == c.num_experts:
+            noise = old.noise  # the same stream goes on (its correlation state included)
+        else:
+            seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
+            noise = NoiseSource(mode, seed, c.num_experts, self.action_dim, self.config.noise_correlation)
+        if old is not None and old.inputs is not None and old.policy.contract.obs_window == c.obs_window:
+            window = copy.deepcopy(old.window)  # same history: the new policy continues the episode
+            draw = old.draw if noise is old.noise else noise.draw(1)
+            return _Bundle(policy, noise, window, window.current(), draw, old.obs_seq, old.episode)
         bundle = _Bundle(policy, noise, ObservationWindow(1, c.obs_window, c.obs_dim))
         obs = self.latest()
         if obs is not None:  # seed the new window so the new policy acts on the very next tick
             bundle.inputs, bundle.obs_seq = bundle.window.push(obs.values[None]), obs.seq
-            bundle.draw = noise.draw(1)
+            bundle.draw, bundle.episode = noise.draw(1), obs.episode
         return bundle
 
-    def swap(self, policy: LoadedPolicy) -> None:
-        """Serve ``policy`` (already vetted and compatible) from the next tick on; clears an ERROR."""
-        self._bundle = self._make_bundle(policy)
-        self._error = ""
+    def update(self, policy: LoadedPolicy | None = None, mode: str | None = None) -> None:
+        """Serve ``policy`` (already vetted and compatible) and/or sample in ``mode`` from the next tick.
 
-    def set_sampling(self, mode: str) -> None:
-        if mode not in SAMPLING_MODES:
+        One new bundle for both, so no tick runs a mix; a new policy clears an ERROR.
+        """
+        if mode is not None and mode not in SAMPLING_MODES:
             raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {mode!r}")
-        self._mode = mode
-        self._bundle = self._make_bundle(self._bundle.policy)
+        old = self._bundle
+        self._mode = mode or self._mode
+        self._bundle = self._make_bundle(policy or old.policy, self._mode, old)
+        if policy is not None:
+            self._error = ""
 
     @property
     def policy(self) -> LoadedPolicy:

@@ -23,6 +23,10 @@ class ObservationWindow:
         else:
             self._fresh[mask] = True
 
+    def current(self) -> np.ndarray:
+        """The window as the last ``push`` returned it."""
+        return self._buf
+
     def push(self, obs: np.ndarray) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float32).reshape(self._buf.shape[0], self._buf.shape[2])
         self._buf[:, :-1] = self._buf[:, 1:]
