@@ -131,6 +131,12 @@ def test_atomic_sets_leave_nothing_staged(start_node, ros, policy_a, tmp_path):
     assert client.set_params(Parameter("sampling_mode", value="greedy")).successful
     client.wait_actions(50)
     assert {a.policy_id for a in client.actions[-30:]} == {"policy-a"}
+    future = client.params.describe_parameters(["stale_timeout_s", "seed", "policy_path"])
+    ros.spin_until(future.done, 10.0, "describe_parameters")
+    stale, seed, path = future.result().descriptors  # what `ros2 param describe` shows
+    assert stale.read_only and stale.floating_point_range[0].from_value == 0.001
+    assert seed.read_only and seed.integer_range[0].to_value == 2**31 - 1
+    assert not path.read_only
     status = client.wait_status()
     assert status.policy_path == policy_a and status.sampling_mode == "greedy"
     assert status.policy_swaps == 0 and status.rejected_swaps == 0  # only policy_path vetting counts
@@ -254,6 +260,13 @@ def test_a_one_dimensional_clamp_at_zero_is_a_real_bound(start_node, ros, tmp_pa
     client.wait_actions(200, what=f"actions; log:\n{node.log()}")
     values = [a.action[0] for a in client.actions]
     assert min(values) >= 0.0 and max(values) <= 0.001 + 1e-9, (min(values), max(values))
+
+
+def test_distill_refuses_a_misspelt_parameter(start_node):
+    node = start_node("distill", ["-p", "iteratons:=5"])
+    node.proc.wait(120)
+    log = node.log()
+    assert node.proc.returncode == 2 and "did you mean 'iterations'" in log and "Traceback" not in log, log
 
 
 def test_params_file_typo_is_refused(start_node, tmp_path):
