@@ -222,3 +222,15 @@ def test_distillation_refuses_a_folder_of_unusable_checkpoints(inputs):  # noqa:
         (folder / name).write_text("")
     with pytest.raises(DistillError, match=r"no usable checkpoint.*state\.prev\.json.*delete"):
         run_distillation(cfg)
+
+
+def test_a_state_that_lost_its_checksums_is_not_taken_for_the_old_layout(tmp_path: pathlib.Path) -> None:
+    trainer = _trainer(ConstantScoreTeacher((0.1, 0.2)))
+    for until in (2, 4):
+        trainer.run(checkpoint_dir=tmp_path, until=until)
+    state = json.loads((tmp_path / "state.json").read_text())
+    del state["sha256"]
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    resumed = _trainer(ConstantScoreTeacher((0.1, 0.2)))
+    assert resumed.load_checkpoint(tmp_path)
+    assert resumed.iteration == 2 and "no checksum" in resumed.skipped_checkpoints[0]

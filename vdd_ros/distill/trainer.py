@@ -130,6 +130,8 @@ def _read_tensors(directory: pathlib.Path, state: dict[str, Any], key: str) -> d
     path = directory / state[key]
     data = _read_bytes(path)
     expected = state.get("sha256")
+    if expected is None and (directory / _PREVIOUS).exists():  # only the one-checkpoint layout had none
+        raise _UnusableError(path, "its state records no checksum, as no state of this layout would")
     if expected is not None and expected.get(state[key]) != _sha256(data):
         raise _UnusableError(path, "sha256 mismatch (damaged or changed after it was written)")
     try:
