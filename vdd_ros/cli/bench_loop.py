@@ -201,9 +201,11 @@ def bench_swap(
         swap_seconds = time.monotonic() - start
         probe.run_for(0.6)  # the next status report covers the last swap
         swaps_end = probe.status[-1]
+        count = len(probe.actions)
         probe.run_for(swap_seconds + 0.6)
         swap_window = _delta(swaps_end, swaps_start)
         idle_window = _delta(probe.status[-1], swaps_end)
+        idle_window["max_action_gap_periods"] = _max_gap_periods(probe.actions[count:], 1.0 / 500.0)
         # the slow load: one parameter call that takes seconds to read, hash and parse
         count = len(probe.actions)
         before = probe.status[-1]
@@ -268,7 +270,7 @@ def markdown(report: dict, argv: list[str] | None) -> str:
         f"{s['swap_call_p50_ms']:.1f} ms (max {s['swap_call_max_ms']:.1f}), first action of the new policy p50 "
         f"{s['swap_to_first_new_action_p50_ms']:.1f} ms after the call; missed ticks {w['missed_ticks']}, "
         f"overruns {w['overruns']} (idle baseline over as long: missed {i['missed_ticks']}, "
-        f"overruns {i['overruns']}).",
+        f"overruns {i['overruns']}, largest gap between actions {i['max_action_gap_periods']:.1f} periods).",
         "",
         f"Slow load at 500 Hz ({report['big_policy_mb']} MB policy, parameter call {load['call_s']:.2f} s, "
         f"{'accepted' if load['accepted'] else 'REJECTED'}): stale ticks {load['stale_ticks']}, largest gap between "
