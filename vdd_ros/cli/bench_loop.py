@@ -160,10 +160,38 @@ def _delta(after: PolicyStatus, before: PolicyStatus) -> dict[str, int]:
     return {"missed_ticks": a[0] - b[0], "overruns": a[1] - b[1], "stale_ticks": a[2] - b[2]}
 
 
+def _intervals_periods(actions: list[PolicyAction], period_s: float) -> np.ndarray:
+    """Intervals between consecutive actions (controller stamps), in control periods."""
+    return np.diff(np.array([stamp_s(a) for a in actions])) / period_s
+
+
 def _max_gap_periods(actions: list[PolicyAction], period_s: float) -> float:
-    """Largest interval between consecutive actions (controller stamps), in control periods."""
-    stamps = np.array([stamp_s(a) for a in actions])
-    return float(np.max(np.diff(stamps)) / period_s) if stamps.size > 1 else float("nan")
+    """Largest interval between consecutive actions, in control periods."""
+    intervals = _intervals_periods(actions, period_s)
+    return float(intervals.max()) if intervals.size else float("nan")
+
+
+def plot_intervals(report: dict, path: pathlib.Path) -> None:
+    """PNG: action intervals over time during the slow load and during an idle window of the same run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = report["swap"]
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for key, label, color in (("idle_intervals", "idle", "tab:gray"), ("load_intervals", "slow load", "tab:red")):
+        intervals = np.asarray(s[key])
+        label = f"{label} (max {intervals.max():.1f})"
+        ax.plot(np.cumsum(intervals) / 500.0, intervals, lw=0.7, color=color, label=label)
+    ax.axhline(2.0, ls="--", color="black", lw=0.8)
+    ax.set(xlabel="time in window [s]", ylabel="action interval [periods]", yscale="log")
+    mode = "sync" if report["sync"] else "timer"
+    ax.set_title(f"500 Hz, {mode} mode: {report['big_policy_mb']} MB policy loaded during the red window")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def bench_swap(
@@ -205,7 +233,8 @@ def bench_swap(
         probe.run_for(swap_seconds + 0.6)
         swap_window = _delta(swaps_end, swaps_start)
         idle_window = _delta(probe.status[-1], swaps_end)
-        idle_window["max_action_gap_periods"] = _max_gap_periods(probe.actions[count:], 1.0 / 500.0)
+        idle = probe.actions[count:]
+        idle_window["max_action_gap_periods"] = _max_gap_periods(idle, 1.0 / 500.0)
         # the slow load: one parameter call that takes seconds to read, hash and parse
         count = len(probe.actions)
         before = probe.status[-1]
@@ -228,6 +257,8 @@ def bench_swap(
         "swap_window_s": swap_seconds,
         "during_swaps": swap_window,
         "idle_baseline": idle_window,
+        "idle_intervals": _intervals_periods(idle, 1.0 / 500.0).tolist(),
+        "load_intervals": _intervals_periods(during, 1.0 / 500.0).tolist(),
         "slow_load": {
             "accepted": bool(future.result().results[0].successful),
             "call_s": load_s,
@@ -337,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     out = pathlib.Path(args.out or f"runs/bench_loop{'_sync' if args.sync else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    plot_intervals(report, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
     if args.results:
         update_results(
             pathlib.Path(args.results),
