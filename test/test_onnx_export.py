@@ -267,3 +267,11 @@ def test_uniform_gating_graph_has_constant_shapes(tmp_path):
     _, expert, gating = sess.run(None, feeds)
     np.testing.assert_allclose(gating, 1.0 / Z, rtol=1e-6)
     np.testing.assert_array_equal(expert, np.argmax(gumbel, axis=1))
+
+
+def test_export_refuses_a_contract_the_runtime_would_refuse(tmp_path: pathlib.Path) -> None:
+    from vdd_ros.export.contract import ContractError
+
+    with pytest.raises(ContractError, match="policy_id"):
+        export_random_policy(tmp_path / "p.onnx", policy_id="x" * 300)
+    assert not (tmp_path / "p.onnx").exists()

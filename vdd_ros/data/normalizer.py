@@ -39,6 +39,7 @@ class Normalizer:
     def from_dict(d: dict[str, list[float]]) -> Normalizer:
         mean = np.asarray(d["mean"], dtype=np.float32)
         std = np.asarray(d["std"], dtype=np.float32)
-        if mean.shape != std.shape or mean.ndim != 1 or not (np.all(np.isfinite(mean)) and np.all(std > 0)):
+        finite = np.all(np.isfinite(mean)) and np.all(np.isfinite(std))
+        if mean.shape != std.shape or mean.ndim != 1 or not (finite and np.all(std > 0)):
             raise ValueError("normalizer: mean/std must be finite 1-D vectors of equal size with std > 0")
         return Normalizer(mean, std)

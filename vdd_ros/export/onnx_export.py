@@ -128,6 +128,7 @@ def check_contract(moe: GaussianMoE, contract: PolicyContract) -> None:
     ]
     if wrong:
         raise ValueError("contract does not match the network: " + "; ".join(wrong))
+    PolicyContract.from_json(contract.to_json())  # never write a file the runtime would refuse
 
 
 def _atomic_write(path: pathlib.Path, data: bytes) -> None:
