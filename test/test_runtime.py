@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -12,45 +11,48 @@ from vdd_ros.runtime.onnx_policy import NoiseSource
 from vdd_ros.runtime.safety import ActionFilter
 
 
+def _wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_deadline_loop_keeps_its_rate_and_wake_ticks_at_once() -> None:
+    """Bounds a busy machine cannot break: a wake ticks long before the deadline; ticks are never early."""
     ticks: list[float] = []
-    fired = threading.Event()
-
-    def tick() -> None:
-        ticks.append(time.monotonic())
-        fired.set()
-
-    loop = DeadlineLoop(0.2, tick)
+    loop = DeadlineLoop(1.0, lambda: ticks.append(time.monotonic()))
     loop.start()
     try:
-        time.sleep(0.05)  # the first tick runs at start
-        fired.clear()
+        assert _wait_for(lambda: len(ticks) == 1, 5.0)  # the first tick runs at start
         woken = time.monotonic()
         loop.wake()
-        assert fired.wait(0.1), "wake() did not trigger a tick well before the 200 ms deadline"
-        assert ticks[-1] - woken < 0.05
-        count = len(ticks)
-        time.sleep(0.5)
-        assert 2 <= len(ticks) - count <= 3  # back on a 200 ms period, re-phased at the wake
+        assert _wait_for(lambda: len(ticks) == 2, 0.5), "wake() did not tick well before the 1 s deadline"
+        assert ticks[1] >= woken
+        assert _wait_for(lambda: len(ticks) >= 4, 10.0), "the loop stopped ticking after a wake"
+        # re-phased at the wake: the timer waits 1.5 periods after a woken tick, then one period
+        assert ticks[2] - ticks[1] >= 1.5 - 0.01 and ticks[3] - ticks[1] >= 2.5 - 0.01
     finally:
         loop.stop()
     assert loop.overruns == 0
 
 
-def test_inputs_at_the_control_rate_drive_every_tick() -> None:
-    """Woken at about the period, the loop ticks once per wake and adds no timer ticks in between."""
+def test_inputs_faster_than_the_period_drive_every_tick() -> None:
+    """Woken more often than the period, the loop ticks once per wake and adds no timer ticks in between."""
     ticks: list[float] = []
-    loop = DeadlineLoop(0.1, lambda: ticks.append(time.monotonic()))
+    loop = DeadlineLoop(0.5, lambda: ticks.append(time.monotonic()))
     loop.start()
     try:
-        loop.wake()  # lock on before the first 100 ms deadline
-        time.sleep(0.02)
+        loop.wake()  # lock on before the first deadline
+        assert _wait_for(lambda: len(ticks) >= 1, 2.0)
         count = len(ticks)
-        for _ in range(10):
-            time.sleep(0.09)  # inputs a little faster than the 100 ms period
+        for i in range(6):
+            time.sleep(0.25)  # inputs at twice the rate; a timer tick needs a 0.75 s silence
             loop.wake()
-        time.sleep(0.02)
-        assert len(ticks) - count == 10
+            assert _wait_for(lambda i=i: len(ticks) - count >= i + 1, 2.0)
+        assert len(ticks) - count == 6
     finally:
         loop.stop()
 
