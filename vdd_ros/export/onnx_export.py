@@ -188,6 +188,12 @@ def export_policy(
     path.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load_from_string(to_onnx_bytes(moe, obs_normalizer, act_normalizer))
     onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
+    return save_model(model, path)
+
+
+def save_model(model: onnx.ModelProto, path: str | pathlib.Path) -> str:
+    """Check and write ``model`` and its ``<path>.sha256`` sidecar atomically; return the sha256."""
+    path = pathlib.Path(path)
     onnx.checker.check_model(model)
     data = model.SerializeToString()
     _atomic_write(path, data)

@@ -14,8 +14,8 @@ import onnx.numpy_helper
 import torch
 
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.export.contract import PolicyContract, file_sha256
-from vdd_ros.export.onnx_export import export_policy
+from vdd_ros.export.contract import PolicyContract
+from vdd_ros.export.onnx_export import export_policy, save_model
 from vdd_ros.moe.policy import GaussianMoE, MoEConfig
 
 
@@ -74,8 +74,5 @@ def export_random_policy(
         model = onnx.load(str(path))
         ballast = np.ones(ballast_mb * (1 << 20) // 4, np.float32)
         model.graph.initializer.append(onnx.numpy_helper.from_array(ballast, "ballast"))
-        onnx.save(model, str(path))
-        digest = file_sha256(path)
-        sidecar = pathlib.Path(path).with_name(pathlib.Path(path).name + ".sha256")
-        sidecar.write_text(f"{digest}  {pathlib.Path(path).name}\n")
+        digest = save_model(model, path)
     return digest

@@ -164,12 +164,11 @@ class ControllerNode(Node):
             self.core = ServingCore(loaded, config)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
-        self._contract = loaded.contract
-        self._obs_names = list(p["observation_names"]) or list(self._contract.obs_names)
-        if len(self._obs_names) != self._contract.obs_dim:
+        self._obs_names = list(p["observation_names"]) or list(self.core.contract.obs_names)
+        if len(self._obs_names) != self.core.contract.obs_dim:
             raise StartupError(
                 f"parameter 'observation_names' has {len(self._obs_names)} entries, "
-                f"the policy expects {self._contract.obs_dim}"
+                f"the policy expects {self.core.contract.obs_dim}"
             )
         self._max_bytes = p["max_observation_bytes"]
         self._announce(loaded)
@@ -226,7 +225,7 @@ class ControllerNode(Node):
                     return self._reject(str(exc))
                 except Exception as exc:  # whatever else vetting hits (memory, disk): a rejection, never a crash
                     return self._reject(f"{path!r}: vetting failed: {exc!r}")
-                reasons = self._contract.incompatibilities(candidate.contract)
+                reasons = self.core.contract.incompatibilities(candidate.contract)
                 if reasons:
                     return self._reject(f"{path!r} is incompatible: " + "; ".join(reasons))
         self._staged = candidate
@@ -372,7 +371,7 @@ class ControllerNode(Node):
         msg.header.frame_id = d.policy.contract.frame_id
         msg.observation_stamp = _stamp(d.observation.stamp_ns)
         msg.action = d.action.tolist()
-        msg.action_names = list(self._contract.act_names)
+        msg.action_names = list(self.core.contract.act_names)
         msg.expert_index = d.expert
         msg.expert_probability = d.probability
         msg.policy_id = d.policy.contract.policy_id

@@ -12,7 +12,6 @@ import dataclasses
 import math
 import os
 import signal
-import sys
 import threading
 
 import rclpy
@@ -25,7 +24,15 @@ from vdd_ros_msgs.msg import DistillProgress
 
 from vdd_ros.config import ConfigError, from_dict
 from vdd_ros.distill.run import DistillConfig, DistillError, describe_eval, run_distillation
-from vdd_ros.nodes.shared import ParamSpec, StartupError, declare_parameters, init_or_refuse, print_help, wants_help
+from vdd_ros.nodes.shared import (
+    ParamSpec,
+    StartupError,
+    declare_parameters,
+    init_or_refuse,
+    print_help,
+    print_refusal,
+    wants_help,
+)
 
 PARAMS: dict[str, ParamSpec] = {
     **{
@@ -161,7 +168,7 @@ def main(args: list[str] | None = None) -> None:
         executor.spin_once(timeout_sec=0.1)  # flush the last progress message
         code = code or node.exit_code
     except (ConfigError, DistillError, StartupError) as exc:
-        print(f"distill: refused to start: {exc}", file=sys.stderr, flush=True)
+        print_refusal("distill", exc)
         code = 2
     except KeyboardInterrupt:  # during start-up: nothing to save
         code = 130

@@ -116,12 +116,17 @@ def print_help(executable: str, summary: str, specs: Mapping[str, ParamSpec]) ->
         print(f"  {name} (default {spec.default!r}; {spec.constraint()})\n      {spec.description}")
 
 
+def print_refusal(executable: str, reason: object) -> None:
+    """The one line a refused start prints (the caller exits with status 2)."""
+    print(f"{executable}: refused to start: {reason}", file=sys.stderr, flush=True)
+
+
 def init_or_refuse(args: list[str] | None, executable: str, **options: object) -> None:
     """``rclpy.init``; malformed ROS arguments (a broken params file, an unparsable ``-p``) refuse the start."""
     try:
         rclpy.init(args=args, **options)
     except RuntimeError as exc:
-        print(f"{executable}: refused to start: bad ROS arguments: {_one_line(exc)}", file=sys.stderr, flush=True)
+        print_refusal(executable, f"bad ROS arguments: {_one_line(exc)}")
         raise SystemExit(2) from None
 
 
@@ -146,7 +151,7 @@ def spin_node(
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as exc:
-        print(f"{executable}: refused to start: {exc}", file=sys.stderr, flush=True)
+        print_refusal(executable, exc)
         code = 2
     except RuntimeError:
         # Ctrl-C: rclpy's signal thread shuts the context down while this thread may be inside

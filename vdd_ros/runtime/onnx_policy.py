@@ -71,9 +71,9 @@ class NoiseSource:
 
     def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int, correlation: float = 0.0) -> None:
         if mode not in SAMPLING_MODES:
-            raise ValueError(f"sampling mode {mode!r} is not one of {SAMPLING_MODES}")
+            raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {mode!r}")
         if not 0.0 <= correlation < 1.0:
-            raise ValueError(f"noise correlation must be in [0, 1), got {correlation}")
+            raise ValueError(f"noise_correlation must be in [0, 1), got {correlation}")
         self.mode = mode
         self.correlation = correlation
         self._rng = np.random.default_rng(seed)

@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 from vdd_ros.runtime.latency import LatencyWindow
-from vdd_ros.runtime.onnx_policy import DEFAULT_NOISE_CORRELATION, SAMPLING_MODES, LoadedPolicy, NoiseSource
+from vdd_ros.runtime.onnx_policy import DEFAULT_NOISE_CORRELATION, LoadedPolicy, NoiseSource
 from vdd_ros.runtime.safety import ActionFilter
 from vdd_ros.runtime.vetting import output_problem
 from vdd_ros.runtime.window import ObservationWindow
@@ -69,7 +69,10 @@ class Rejection(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class ServingConfig:
-    """The safety-relevant settings; ``check`` refuses any that would make the robot unsafe."""
+    """The safety-relevant settings; ``check`` refuses any that would make the robot unsafe.
+
+    ``sampling_mode`` and ``noise_correlation`` are checked where they are used, by ``NoiseSource``.
+    """
 
     stale_timeout_s: float = 0.2
     stale_behavior: str = "zero"
@@ -89,10 +92,6 @@ class ServingConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
         if self.stale_behavior not in STALE_BEHAVIOURS:
             raise ValueError(f"stale_behavior must be one of {STALE_BEHAVIOURS}, got {self.stale_behavior!r}")
-        if self.sampling_mode not in SAMPLING_MODES:
-            raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {self.sampling_mode!r}")
-        if not (math.isfinite(self.noise_correlation) and 0.0 <= self.noise_correlation < 1.0):
-            raise ValueError(f"noise_correlation must be in [0, 1), got {self.noise_correlation}")
         action_filter = ActionFilter(action_dim, self.action_min, self.action_max, self.max_action_step)
         if self.stale_behavior == "zero" and not action_filter.contains_zero():
             raise ValueError(
@@ -155,7 +154,7 @@ class ServingCore:
         self._mode = config.sampling_mode
         self._last_action: np.ndarray | None = None
         self._error = ""  # latched reason of the last failed tick; "" = healthy
-        self.counters = dict.fromkeys([r.value for r in Rejection] + ["stale", "tick_errors", "published"], 0)
+        self.counters = dict.fromkeys([r.value for r in Rejection] + ["stale", "tick_errors"], 0)
         self.inference_latency = LatencyWindow()
         self.obs_to_action_latency = LatencyWindow()
         self._bundle = self._make_bundle(policy, self._mode, None)
@@ -241,7 +240,6 @@ class ServingCore:
         if filtered is None:
             raise ValueError("non-finite action")
         self._last_action = filtered
-        self.counters["published"] += 1
         if fresh:
             self.obs_to_action_latency.add(now_s - obs.received_s)
         return Decision(filtered, Source.POLICY, z, float(gating[0, z]), obs, bundle.policy, fresh)
@@ -255,7 +253,6 @@ class ServingCore:
         else:
             action, source = self._filter.clamp(np.zeros(self.action_dim, np.float32)), Source.ZERO
         self._last_action = action
-        self.counters["published"] += 1
         return Decision(action, source, -1, 0.0, obs, bundle.policy, False)
 
     # ---------------------------------------------------------------- swap and status
@@ -283,11 +280,10 @@ class ServingCore:
 
         One new bundle for both, so no tick runs a mix; a new policy clears an ERROR.
         """
-        if mode is not None and mode not in SAMPLING_MODES:
-            raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {mode!r}")
         old = self._bundle
-        self._mode = mode or self._mode
-        self._bundle = self._make_bundle(policy or old.policy, self._mode, old)
+        mode = mode or self._mode
+        bundle = self._make_bundle(policy or old.policy, mode, old)  # NoiseSource refuses a bad mode
+        self._mode, self._bundle = mode, bundle
         if policy is not None:
             self._error = ""
 
