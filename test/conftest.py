@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from vdd_ros.nodes.process import NodeProcess
+from vdd_ros.harness.process import NodeProcess
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import pathlib
 from conftest import REPO, RosHarness
 
 from vdd_ros.nodes.avoiding_sim import RESULT_QOS
-from vdd_ros.nodes.loop_eval import run_ros_loop
+from vdd_ros.harness.loop_eval import run_ros_loop
 
 SHIPPED = REPO / "policies" / "avoiding_vdd.onnx"
 

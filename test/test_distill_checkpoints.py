@@ -15,7 +15,7 @@ from test_distill_run import _cfg, inputs  # noqa: F401  (inputs is a pytest fix
 from test_vdd import ConstantScoreTeacher, _trainer
 
 import vdd_ros.distill.trainer as trainer_module
-from vdd_ros.distill.run import DistillError, run_distillation
+from vdd_ros.pipeline.distill_job import DistillError, run_distillation
 from vdd_ros.distill.trainer import CheckpointError, NonFiniteLossError
 from vdd_ros.distill.vdd import VDDTrainer
 

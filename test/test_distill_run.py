@@ -11,10 +11,10 @@ import onnx
 import pytest
 import torch
 
-from vdd_ros.config import ConfigError
+from vdd_ros.util.config import ConfigError
 from vdd_ros.data.dataset import DemoDataset, dataset_sha256, save_dataset
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.distill.run import DistillConfig, DistillError, load_params_file, run_distillation
+from vdd_ros.pipeline.distill_job import DistillConfig, DistillError, load_params_file, run_distillation
 from vdd_ros.export.contract import METADATA_KEY, PolicyContract, file_sha256
 from vdd_ros.tasks.avoiding import ACT_NAMES, CONTROL_PERIOD_S, OBS_NAMES, TASK_NAME
 from vdd_ros.teacher.checkpoint import TeacherMeta, save_teacher, teacher_meta_fields, teacher_sha256

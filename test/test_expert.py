@@ -64,7 +64,7 @@ def test_scripted_expert_rollouts(tmp_path) -> None:
 
 
 def test_expert_config_loads_from_yaml(tmp_path) -> None:
-    from vdd_ros.config import load_config
+    from vdd_ros.util.config import load_config
 
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text("expert:\n  speed_range: [0.9, 1.1]\n  lateral_noise: 0.001\n")

@@ -24,7 +24,7 @@ from test_controller import OBS, ControllerClient, start_controller
 from test_distill_run import inputs  # noqa: F401  (a pytest fixture: tiny teacher and dataset)
 
 from vdd_ros.export.random_policy import export_random_policy
-from vdd_ros.nodes.process import executable_path
+from vdd_ros.harness.process import executable_path
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from vdd_ros.config import load_config
+from vdd_ros.util.config import load_config
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.teacher.checkpoint import (
     MODEL_FILE,

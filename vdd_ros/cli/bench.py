@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from vdd_ros.distill.run import load_params_file, run_distillation
+from vdd_ros.pipeline.distill_job import load_params_file, run_distillation
 from vdd_ros.moe.policy import GaussianMoE, MoEConfig
 from vdd_ros.runtime.bound_session import BoundSession
 from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy

@@ -27,7 +27,7 @@ from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
 
 from vdd_ros.cli.bench import machine_name, update_results
 from vdd_ros.export.random_policy import export_random_policy
-from vdd_ros.nodes.process import NodeProcess
+from vdd_ros.harness.process import NodeProcess
 from vdd_ros.nodes.shared import low_overhead_executor
 
 

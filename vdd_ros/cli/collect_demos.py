@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from vdd_ros.config import load_config, to_dict
+from vdd_ros.util.config import load_config, to_dict
 from vdd_ros.data.dataset import DemoDataset, dataset_sha256, load_dataset, save_dataset
 from vdd_ros.tasks.avoiding import ACT_NAMES, CONTROL_PERIOD_S, NUM_PATHS, OBS_NAMES, TASK_NAME
 from vdd_ros.tasks.expert import ExpertConfig, balanced_paths, generate_demos, skewed_path_distribution

@@ -20,8 +20,8 @@ import torch
 from vdd_ros.cli import collect_demos
 from vdd_ros.cli.bench import latency_samples_ms, machine_name, teacher_onnx_latency
 from vdd_ros.cli.train_teacher import rollout_evaluator
-from vdd_ros.config import load_config
-from vdd_ros.distill.run import describe_eval, load_params_file, run_distillation
+from vdd_ros.util.config import load_config
+from vdd_ros.pipeline.distill_job import describe_eval, load_params_file, run_distillation
 from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
 from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
 from vdd_ros.teacher.policy import TeacherPolicy
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_ort = teacher_onnx_latency(teacher, steps, 1000)  # the like-for-like comparison
 
     t = _stage(6, f"closed loop over ROS 2: controller + avoiding_sim processes, {plan.ros_episodes} episodes")
-    from vdd_ros.nodes.loop_eval import run_ros_loop
+    from vdd_ros.harness.loop_eval import run_ros_loop
 
     loop = run_ros_loop(policy_path, episodes=plan.ros_episodes, log_dir=str(root)).to_json_dict()
     _histogram(teacher_ms, moe_ms, loop, plots["latency histogram"], steps)

@@ -15,7 +15,7 @@ import json
 import pathlib
 import sys
 
-from vdd_ros.policy import Policy
+from vdd_ros.tasks.policy import Policy
 
 
 def _policy(args: argparse.Namespace) -> Policy:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ros:
         if not args.policy:
             ap.error("--ros serves an ONNX policy: give --policy")
-        from vdd_ros.nodes.loop_eval import run_ros_loop
+        from vdd_ros.harness.loop_eval import run_ros_loop
 
         loop = run_ros_loop(
             args.policy, episodes=args.episodes, control_rate_hz=args.rate, sampling_mode=args.mode, seed=args.seed

@@ -13,7 +13,7 @@ import dataclasses
 import pathlib
 import sys
 
-from vdd_ros.config import ConfigError, load_config
+from vdd_ros.util.config import ConfigError, load_config
 from vdd_ros.data.dataset import DatasetError
 from vdd_ros.tasks.avoiding import TASK_NAME
 from vdd_ros.tasks.rollout import run_rollouts

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vdd_ros.config import from_dict
+from vdd_ros.util.config import from_dict
 
 Activation = Literal["mish", "silu"]
 # Mish is the paper's; SiLU is the same smooth, non-monotone shape, and in onnxruntime it is a

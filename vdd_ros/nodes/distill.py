@@ -22,8 +22,8 @@ from rclpy.parameter_client import AsyncParameterClient
 from rclpy.signals import SignalHandlerOptions
 from vdd_ros_msgs.msg import DistillProgress
 
-from vdd_ros.config import ConfigError, from_dict
-from vdd_ros.distill.run import DistillConfig, DistillError, describe_eval, run_distillation
+from vdd_ros.util.config import ConfigError, from_dict
+from vdd_ros.pipeline.distill_job import DistillConfig, DistillError, describe_eval, run_distillation
 from vdd_ros.nodes.shared import (
     ParamSpec,
     StartupError,

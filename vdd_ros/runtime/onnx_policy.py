@@ -22,7 +22,7 @@ from scipy import special
 from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract
 from vdd_ros.runtime.bound_session import BoundSession
 from vdd_ros.runtime.vetting import vet_graph
-from vdd_ros.runtime.window import ObservationWindow
+from vdd_ros.data.window import ObservationWindow
 
 SamplingMode = Literal["mean", "sample", "greedy"]
 SAMPLING_MODES: tuple[str, ...] = ("mean", "sample", "greedy")

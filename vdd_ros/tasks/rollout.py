@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from vdd_ros.policy import Policy
+from vdd_ros.tasks.policy import Policy
 from vdd_ros.tasks.avoiding import (
     COLLISION_DIST,
     FINISH_Y,

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vdd_ros.config import ConfigError, from_dict
+from vdd_ros.util.config import ConfigError, from_dict
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.teacher.base import DiffusionTeacher
 from vdd_ros.teacher.ddpm import DDPMConfig, DDPMTeacher

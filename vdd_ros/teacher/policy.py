@@ -8,7 +8,7 @@ import pathlib
 import numpy as np
 import torch
 
-from vdd_ros.runtime.window import ObservationWindow
+from vdd_ros.data.window import ObservationWindow
 from vdd_ros.tasks.avoiding import MAX_ACTION, TASK_NAME
 from vdd_ros.teacher.base import DiffusionTeacher
 from vdd_ros.teacher.checkpoint import TeacherMeta, load_teacher

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vdd_ros.config import to_dict
+from vdd_ros.util.config import to_dict
 from vdd_ros.data.dataset import dataset_sha256, load_dataset, make_windows
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.teacher.base import DiffusionTeacher

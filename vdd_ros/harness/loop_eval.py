@@ -21,7 +21,7 @@ from rclpy.executors import SingleThreadedExecutor
 from vdd_ros_msgs.msg import EpisodeResult, PolicyStatus
 
 from vdd_ros.nodes.avoiding_sim import RESULT_QOS
-from vdd_ros.nodes.process import NodeProcess
+from vdd_ros.harness.process import NodeProcess
 from vdd_ros.tasks.avoiding import NUM_PATHS
 from vdd_ros.tasks.metrics import behaviour_entropy, path_histogram
 

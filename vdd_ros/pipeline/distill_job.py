@@ -6,7 +6,7 @@ Output folder layout:
   policy.onnx        the exported policy, with ``policy.onnx.sha256``
   summary.json       final metrics, timings and provenance
 
-CLI: ``python -m vdd_ros.distill.run --params-file config/distill_avoiding.yaml`` (ROS
+CLI: ``python -m vdd_ros.pipeline.distill_job --params-file config/distill_avoiding.yaml`` (ROS
 parameter-file format, ``/**: {ros__parameters: {...}}``, keys = DistillConfig fields).
 """
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 
-from vdd_ros.config import ConfigError, from_dict
+from vdd_ros.util.config import ConfigError, from_dict
 from vdd_ros.data.dataset import DatasetError, dataset_sha256, load_dataset, make_windows
 from vdd_ros.distill.em_baseline import EMConfig, EMTrainer
 from vdd_ros.distill.trainer import CheckpointError, MoETrainer
@@ -365,7 +365,7 @@ def _print_progress(event: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vdd_ros.distill.run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vdd_ros.pipeline.distill_job", description=__doc__.splitlines()[0])
     parser.add_argument("--params-file", required=True, help="ROS 2 parameter YAML with DistillConfig keys")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override keys (YAML values)")
     args = parser.parse_args(argv)
