@@ -7,7 +7,7 @@ STAMP_VENV := $(VENV)/.stamp-requirements
 STAMP_BUILD := install/.stamp-build
 ENV := source scripts/ros_env.sh
 
-.PHONY: setup build test lint demo demo-fast bench clean
+.PHONY: setup build test lint demo bench bench-docs clean
 
 setup: $(STAMP_BUILD)
 
@@ -30,14 +30,18 @@ test: setup lint
 	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m pytest -q test
 
 demo: setup
-	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),--fast,)
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),fast=true,)
 
-# Needs the outputs of `make demo` (teacher, VDD policy); fits the EM baseline if missing.
+# Needs the outputs of `make demo` (teacher, VDD policy); fits the EM baseline into runs/bench if missing.
+# Writes under runs/ only; `make bench-docs` also rewrites the bench sections of docs/results.md and docs/img/.
+BENCH_ARGS = teacher=runs/demo/teacher_ddpm vdd=runs/demo/distill_vdd dataset=runs/demo/demos.safetensors
 bench: setup
-	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop --realtime-priority 50
-	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop --realtime-priority 50 --sync
-	$(ENV) && $(VPY) -m vdd_ros.cli.bench --teacher runs/demo/teacher_ddpm --vdd runs/demo/distill_vdd \
-		--em runs/demo/distill_em --dataset runs/demo/demos.safetensors
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop realtime_priority=50 $(DOCS)
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop realtime_priority=50 sync=true $(DOCS)
+	$(ENV) && $(VPY) -m vdd_ros.cli.bench $(BENCH_ARGS) $(DOCS)
+
+bench-docs:
+	$(MAKE) bench DOCS=update_docs=true
 
 clean:
 	rm -rf build install log runs

@@ -27,13 +27,16 @@ setup(
     entry_points={
         "console_scripts": [
             "controller = vdd_ros.nodes.controller:main",
-            "avoiding_sim = vdd_ros.nodes.avoiding_sim:main",
+            "task_sim = vdd_ros.nodes.task_sim:main",
+            "avoiding_sim = vdd_ros.nodes.task_sim:main",
             "distill = vdd_ros.nodes.distill:main",
             "collect_demos = vdd_ros.cli.collect_demos:main",
             "train_teacher = vdd_ros.cli.train_teacher:main",
             "evaluate = vdd_ros.cli.evaluate:main",
             "bench = vdd_ros.cli.bench:main",
             "bench_loop = vdd_ros.cli.bench_loop:main",
+            "demo = vdd_ros.cli.demo:main",
+            "distill_offline = vdd_ros.cli.distill_offline:main",
         ],
     },
 )

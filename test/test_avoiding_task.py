@@ -1,20 +1,13 @@
-"""AvoidingEnv: dynamics, collisions (including tunnelling), termination and the D3IL mode read-out."""
+"""Avoiding: dynamics, collisions (including tunnelling), termination, the D3IL mode read-out, its Task entry."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vdd_ros.tasks.avoiding import (
-    MAX_ACTION,
-    MAX_STEPS,
-    START,
-    AvoidingEnv,
-    decode_path,
-    path_from_trajectory,
-    segment_clearance,
-    update_mode_bits,
-)
+from vdd_ros.tasks.avoiding.env import MAX_ACTION, MAX_STEPS, START, AvoidingEnv, segment_clearance
+from vdd_ros.tasks.avoiding.readout import decode_path, path_from_trajectory, update_mode_bits
+from vdd_ros.tasks.registry import get_task
 
 
 def _run(env: AvoidingEnv, action: np.ndarray, steps: int = MAX_STEPS):
@@ -128,3 +121,27 @@ def test_non_finite_action_is_an_error() -> None:
     env.reset()
     with pytest.raises(ValueError, match="non-finite"):
         env.step(np.array([[np.nan, 0.0]]))
+
+
+def test_registered_task_describes_the_env() -> None:
+    task = get_task("avoiding")
+    assert task.obs_names == ("desired_x", "desired_y", "actual_x", "actual_y")
+    assert task.act_names == ("delta_x", "delta_y") and task.num_modes == 24
+    assert (task.control_period_s, task.max_steps) == (0.035, MAX_STEPS)
+    assert task.mode_names[12 + 4 + 2] == "gaps 1-1-2"
+    env = task.make_env(3, seed=0)
+    obs = env.reset()
+    assert obs.shape == (3, task.obs_dim)
+    # the declared action box is exactly what the env applies
+    res = env.step(np.array([[1.0, -1.0], [-1.0, 1.0], [0.01, 0.0]]))
+    applied = res.obs[:, :2] - obs[:, :2]
+    np.testing.assert_allclose(applied[:2], [task.action_high * [1, -1], task.action_high * [-1, 1]], atol=1e-6)
+    np.testing.assert_allclose(applied[2], [0.01, 0.0], atol=1e-6)
+
+
+def test_step_result_carries_generic_and_avoiding_fields() -> None:
+    env = get_task("avoiding").make_env(2)
+    env.reset()
+    res = _run(env, np.array([0.0, 0.01]))  # straight up: both collide with the row-1 obstacle
+    assert res.failed.all() and res.collided.all() and not res.success.any()
+    assert (res.mode == -1).all()  # stopped before the first row's band completed a path

@@ -234,6 +234,25 @@ def test_shipped_policy_contract_parses():
     _assert_usable(contract)
 
 
+def test_shipped_policy_records_no_machine_paths():
+    """Provenance names files relative to the package, never a developer's machine (it ships to robots)."""
+    strings: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str):
+            strings.append(value)
+
+    walk(json.loads(SHIPPED_TEXT))
+    assert strings, "the contract holds no strings at all?"
+    assert not [s for s in strings if s.startswith(("/", "~")) or "/tmp" in s or "/home" in s]
+
+
 def test_ints_for_floats_are_accepted():
     norm = {"mean": [0, 1], "std": [1, 2]}
     contract = PolicyContract.from_json(_with(control_period_s=1, act_normalizer=norm))

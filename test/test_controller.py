@@ -6,13 +6,13 @@ import pathlib
 
 import pytest
 from conftest import RosHarness
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from vdd_ros.export.random_policy import export_random_policy
+from vdd_ros.harness.process import ros_params
+from vdd_ros.nodes.policy_client import PolicyClient, SwapResult, spinning_waiter
 
 OBS = [0.5, -0.2, 0.5, -0.2]
 
@@ -46,7 +46,10 @@ class ControllerClient:
         node.create_subscription(PolicyStatus, f"/{ns}/vdd_controller/status", self.status.append, 10)
         self.obs_pub = node.create_publisher(JointState if joint_state else Float64MultiArray, f"/{ns}/observation", 5)
         self.joint_state = joint_state
-        self.params = AsyncParameterClient(node, f"/{ns}/vdd_controller")
+        self.policy = PolicyClient(
+            node, f"/{ns}/vdd_controller", spinning_waiter(lambda t: ros.executor.spin_once(timeout_sec=t))
+        )
+        self.params = self.policy.client
         self.feeding = True
         self.next_obs: list[float] = OBS
         node.create_timer(0.005, self._feed)
@@ -78,14 +81,14 @@ class ControllerClient:
         """Spin while waiting (``wait_for_services`` blocks this process's subscriptions)."""
         self.ros.spin_until(self.params.services_are_ready, 10.0, "the parameter services")
 
-    def set_params(self, *params: Parameter) -> SetParametersResult:
+    def set_params(self, *params: Parameter) -> SwapResult:
         """One atomic set; its combined result."""
         self.wait_services()
-        future = self.params.set_parameters_atomically(list(params))
-        self.ros.spin_until(future.done, 30.0, "the parameter service")
-        return future.result().result
+        result = self.policy.set(*params, timeout_s=30.0)
+        assert "did not answer" not in result.reason, result.reason
+        return result
 
-    def set_policy(self, path: str) -> SetParametersResult:
+    def set_policy(self, path: str) -> SwapResult:
         return self.set_params(Parameter("policy_path", value=path))
 
 
@@ -94,30 +97,18 @@ def stamp_ns(msg) -> int:
 
 
 def start_controller(start_node, policy: str, ns: str, *extra: str):
-    return start_node(
-        "controller",
-        [
-            "-r",
-            f"__ns:=/{ns}",
-            "-p",
-            f"policy_path:={policy}",
-            "-p",
-            "observation_type:=array",
-            "-p",
-            "control_rate_hz:=500.0",
-            "-p",
-            "status_rate_hz:=10.0",
-            "-p",
-            "stale_timeout_s:=0.3",
-            "-p",
-            "realtime_priority:=50",
-            # vetting's latency budget has its own tests; at 500 Hz on a loaded 2-core machine the
-            # default quarter period (0.5 ms) is within reach of a tiny policy's worst CPU time
-            "-p",
-            "latency_budget_fraction:=1.0",
-            *extra,
-        ],
-    )
+    params = {
+        "policy_path": policy,
+        "observation_type": "array",
+        "control_rate_hz": 500.0,
+        "status_rate_hz": 10.0,
+        "stale_timeout_s": 0.3,
+        "realtime_priority": 50,
+        # vetting's latency budget has its own tests; at 500 Hz on a loaded 2-core machine the
+        # default quarter period (0.5 ms) is within reach of a tiny policy's worst CPU time
+        "latency_budget_fraction": 1.0,
+    }
+    return start_node("controller", ["-r", f"__ns:=/{ns}", *ros_params(params), *extra])
 
 
 def test_hot_swap_at_500hz_rejects_bad_files_and_keeps_running(start_node, ros: RosHarness, policies) -> None:
@@ -132,7 +123,7 @@ def test_hot_swap_at_500hz_rejects_bad_files_and_keeps_running(start_node, ros: 
     before = client.wait_status()
     result = client.set_policy(policies["b"])
     replied = ros.node.get_clock().now().nanoseconds
-    assert result.successful, result.reason
+    assert result.ok, result.reason
     # on a loaded machine this process may still be draining actions published before the reply
     ros.spin_until(
         lambda: sum(stamp_ns(a) > replied for a in client.actions[-60:]) >= 50, 30.0, "50 actions after the swap"
@@ -150,7 +141,7 @@ def test_hot_swap_at_500hz_rejects_bad_files_and_keeps_running(start_node, ros: 
 
     for key, reason in (("missing", "does not exist"), ("corrupt", "cannot load"), ("wide", "obs_dim differs")):
         result = client.set_policy(policies[key])
-        assert not result.successful
+        assert not result.ok
         assert reason in result.reason, result.reason
         client.wait_actions(20)
         assert client.actions[-1].policy_id == "policy-b"

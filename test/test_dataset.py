@@ -130,7 +130,7 @@ def test_make_windows_padding() -> None:
 
 def test_collect_demos_cli(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demos.safetensors"
-    assert collect_main(["--episodes", "24", "--out", str(out), "--seed", "3"]) == 0
+    assert collect_main(["episodes=24", f"output={out}", "seed=3"]) == 0
     assert "demo entropy 1.0000" in capsys.readouterr().out
     ds = load_dataset(out)
     assert ds.num_episodes == 24 and sorted(ds.mode_labels.tolist()) == list(range(24))

@@ -14,10 +14,11 @@ from safetensors.torch import load, save
 from test_distill_run import _cfg, inputs  # noqa: F401  (inputs is a pytest fixture)
 from test_vdd import ConstantScoreTeacher, _trainer
 
-import vdd_ros.distill.trainer as trainer_module
-from vdd_ros.pipeline.distill_job import DistillError, run_distillation
-from vdd_ros.distill.trainer import CheckpointError, NonFiniteLossError
+import vdd_ros.util.checkpoint as store_module
 from vdd_ros.distill.vdd import VDDTrainer
+from vdd_ros.pipeline.distill_job import DistillError, run_distillation
+from vdd_ros.util.checkpoint import CheckpointError, NonFiniteError
+from vdd_ros.util.progress import Notice, Resumed
 
 ITERATIONS = 10
 NEWEST, OLDER = "00000006", "00000004"
@@ -160,14 +161,14 @@ def test_no_checkpoint_is_a_fresh_start(tmp_path):
 def test_kill_during_save_leaves_the_last_commit_loadable(tmp_path, monkeypatch, interrupted):
     trainer = _new()
     trainer.run(checkpoint_dir=tmp_path, checkpoint_every=2, until=6)
-    write = trainer_module._atomic_write
+    write = store_module.atomic_write
 
     def killed_at(path: pathlib.Path, data: bytes) -> None:
         if path.name.startswith(interrupted):
             raise KeyboardInterrupt
         write(path, data)
 
-    monkeypatch.setattr(trainer_module, "_atomic_write", killed_at)
+    monkeypatch.setattr(store_module, "atomic_write", killed_at)
     with pytest.raises(KeyboardInterrupt):
         trainer.run(checkpoint_dir=tmp_path, checkpoint_every=2, until=8)
     resumed = _new()
@@ -179,7 +180,7 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     trainer.run(checkpoint_dir=tmp_path, checkpoint_every=2, until=2)
     with torch.no_grad():
         next(trainer.moe.parameters()).fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match="checkpoint not written"):
+    with pytest.raises(NonFiniteError, match="checkpoint not written"):
         trainer.save_checkpoint(tmp_path)
     assert _state(tmp_path)["iteration"] == 2
 
@@ -196,7 +197,7 @@ def test_single_checkpoint_layout_without_checksums_still_resumes(tmp_path):
 
 
 def test_distillation_never_finishes_on_a_damaged_checkpoint(inputs):  # noqa: F811
-    cfg = _cfg(inputs, name="damaged", eval_every=0, final_eval_episodes=0, checkpoint_every=1)
+    cfg = _cfg(inputs, name="damaged", checkpoint_every=1, **{"eval.every": 0, "eval.final_episodes": 0})
     checks = itertools.count()
     stopped = run_distillation(cfg, should_stop=lambda: next(checks) >= 3)  # polled once per iteration
     assert stopped["status"] == "stopped" and stopped["iteration"] == 3
@@ -205,16 +206,16 @@ def test_distillation_never_finishes_on_a_damaged_checkpoint(inputs):  # noqa: F
     data = bytearray(path.read_bytes())
     data[-4] ^= 0x01
     path.write_bytes(bytes(data))
-    events: list[dict] = []
+    events: list = []
     done = run_distillation(cfg, on_progress=events.append)
-    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    warnings = [e.message for e in events if isinstance(e, Notice)]
     assert len(warnings) == 1 and f"{path}: sha256 mismatch" in warnings[0]
-    assert {"event": "resumed", "iteration": 2} in events
-    assert done["status"] == "done" and done["iteration"] == cfg.iterations
+    assert Resumed(2) in events
+    assert done["status"] == "done" and done["iteration"] == cfg.train.iterations
 
 
 def test_distillation_refuses_a_folder_of_unusable_checkpoints(inputs):  # noqa: F811
-    cfg = _cfg(inputs, name="unusable", eval_every=0, final_eval_episodes=0, checkpoint_every=1)
+    cfg = _cfg(inputs, name="unusable", checkpoint_every=1, **{"eval.every": 0, "eval.final_episodes": 0})
     checks = itertools.count()
     run_distillation(cfg, should_stop=lambda: next(checks) >= 3)
     folder = inputs / "unusable" / "checkpoint"

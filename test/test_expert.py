@@ -1,20 +1,19 @@
-"""Scripted expert: all 24 paths are reachable and labelled correctly; the rollout pipeline works end to end."""
+"""Scripted Avoiding expert: all 24 paths reachable and labelled correctly; rollouts work end to end."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vdd_ros.tasks.avoiding import NUM_PATHS, AvoidingEnv, path_from_trajectory
-from vdd_ros.tasks.expert import (
-    ExpertConfig,
-    ScriptedExpertPolicy,
-    balanced_paths,
-    generate_demos,
-    plan_actions,
-    skewed_path_distribution,
-)
-from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
+from vdd_ros.tasks.avoiding.env import FINISH_Y, AvoidingEnv
+from vdd_ros.tasks.avoiding.expert import ExpertConfig, ScriptedExpertPolicy, plan_actions
+from vdd_ros.tasks.avoiding.readout import NUM_PATHS, path_from_trajectory
+from vdd_ros.tasks.modes import balanced_labels, sample_labels
+from vdd_ros.tasks.registry import get_task
+from vdd_ros.tasks.rollout import run_rollouts
+
+AVOIDING = get_task("avoiding")
+UNIFORM = AVOIDING.mode_distributions()["uniform"]
 
 
 def test_every_nominal_path_succeeds_and_reads_out_as_itself() -> None:
@@ -34,33 +33,45 @@ def test_every_nominal_path_succeeds_and_reads_out_as_itself() -> None:
 
 
 def test_generated_demos_are_valid_and_short() -> None:
-    labels = balanced_paths(48, np.random.default_rng(1))
+    labels = balanced_labels(48, UNIFORM, np.random.default_rng(1))
     assert np.bincount(labels, minlength=NUM_PATHS).tolist() == [2] * NUM_PATHS
-    demos = generate_demos(labels, np.random.default_rng(2))
-    assert [d.path for d in demos] == labels.tolist()
+    demos = AVOIDING.generate_demos(labels, np.random.default_rng(2))
+    assert [d.mode for d in demos] == labels.tolist()
     for d in demos:
-        assert d.observations.shape == (len(d.actions), 4) and d.actions.shape[1] == 2
+        assert d.observations.shape == (len(d.actions), AVOIDING.obs_dim) and d.actions.shape[1] == AVOIDING.act_dim
         assert len(d.actions) <= ExpertConfig().max_steps
         np.testing.assert_allclose(d.observations[1:, :2] - d.observations[:-1, :2], d.actions[:-1], atol=1e-6)
 
 
 def test_skewed_distribution_and_balanced_counts() -> None:
-    p = skewed_path_distribution()
+    p = AVOIDING.mode_distributions()["skewed"]
     assert p.sum() == pytest.approx(1.0) and p[0] > p[-1]
-    counts = np.bincount(balanced_paths(100, np.random.default_rng(0), p), minlength=NUM_PATHS)
+    counts = np.bincount(balanced_labels(100, p, np.random.default_rng(0)), minlength=NUM_PATHS)
     assert counts.sum() == 100 and np.all(np.abs(counts - 100 * p) < 1)
+    with pytest.raises(ValueError, match="24 non-negative numbers"):
+        sample_labels(5, np.ones(24), np.random.default_rng(0))
 
 
 def test_scripted_expert_rollouts(tmp_path) -> None:
-    result = run_rollouts(ScriptedExpertPolicy(), episodes=48, seed=0, batch=24)
-    assert result.success_rate == 1.0 and result.collisions == 0 and result.invalid_codes == 0
-    assert sum(result.mode_counts) == 48 and result.entropy > 0.85
-    again = run_rollouts(ScriptedExpertPolicy(), episodes=48, seed=0, batch=24)
+    import matplotlib.image
+
+    result = run_rollouts(ScriptedExpertPolicy(), "avoiding", episodes=48, seed=0, batch=24)
+    assert result.success_rate == 1.0 and result.extras == {"collisions": 0, "invalid_codes": 0}
+    assert sum(result.mode_counts) == 48 and result.entropy > 0.85 and result.timeouts == 0
+    assert result.mode_proportions == pytest.approx([c / 48 for c in result.mode_counts])
+    assert (result.modes >= 0).all() and np.bincount(result.modes, minlength=24).tolist() == result.mode_counts
+    for t in result.trajectories:  # observations from reset to the step that crossed the finish line
+        np.testing.assert_allclose(t[0], np.tile(t[0, :2], 2))
+        assert t[-1, 3] > FINISH_Y and (t[:-1, 3] <= FINISH_Y).all()
+    again = run_rollouts(ScriptedExpertPolicy(), "avoiding", episodes=48, seed=0, batch=24)
     assert again.mode_counts == result.mode_counts  # reproducible from the seed
     summary = result.to_json_dict()
-    assert "trajectories" not in summary and summary["episodes"] == 48
-    plot_trajectories(result, tmp_path / "traj.png", "expert")
-    assert (tmp_path / "traj.png").stat().st_size > 1000
+    assert "trajectories" not in summary and summary["episodes"] == 48 and summary["task"] == "avoiding"
+    assert summary["collisions"] == 0 and summary["mode_counts"] == result.mode_counts
+    result.plot(tmp_path / "traj.png", "expert")
+    image = matplotlib.image.imread(tmp_path / "traj.png")
+    assert image.shape[:2] == (720, 600)  # 5 x 6 in at 120 dpi
+    assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50  # coloured paths, not a blank canvas
 
 
 def test_expert_config_loads_from_yaml(tmp_path) -> None:

@@ -58,7 +58,7 @@ def test_crafted_contracts_are_rejected_and_the_controller_keeps_serving(start_n
     client.wait_actions(20, what=f"first actions; log:\n{node.log()}")
     for what, path in crafted.items():
         result = client.set_policy(path)
-        assert not result.successful and "contract" in result.reason, (what, result.reason)
+        assert not result.ok and "contract" in result.reason, (what, result.reason)
         client.wait_actions(10)
         assert client.actions[-1].policy_id == "policy-a", what
     status = client.wait_status()
@@ -72,7 +72,7 @@ def test_a_policy_failing_on_real_inputs_is_contained_until_a_good_swap(start_no
     node = start_controller(start_node, policy_a, "contained")
     client = ControllerClient(ros, "contained")
     client.wait_actions(20, what=f"first actions; log:\n{node.log()}")
-    assert client.set_policy(hostile).successful  # every vetting probe lies within mean +/- 3 std
+    assert client.set_policy(hostile).ok  # every vetting probe lies within mean +/- 3 std
     client.wait_last(lambda a: a.policy_id == "hostile" and a.source == PolicyAction.SOURCE_POLICY, "hostile actions")
     client.next_obs = [10.0] * 4  # a real input beyond the probes: expert index 100
     client.wait_last(lambda a: a.source == PolicyAction.SOURCE_ZERO, "the safe action")
@@ -82,7 +82,7 @@ def test_a_policy_failing_on_real_inputs_is_contained_until_a_good_swap(start_no
     client.next_obs = OBS  # latched: a policy that failed once does not drive again by itself
     client.wait_actions(100)
     assert {a.source for a in client.actions[-30:]} == {PolicyAction.SOURCE_ZERO}
-    assert client.set_policy(policy_a).successful  # a good swap recovers
+    assert client.set_policy(policy_a).ok  # a good swap recovers
     client.wait_last(lambda a: a.source == PolicyAction.SOURCE_POLICY and a.policy_id == "policy-a", "recovery")
     seqs = [a.sequence for a in client.actions]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # the loop never stopped publishing
@@ -98,7 +98,7 @@ def test_a_slow_load_does_not_starve_observations(start_node, ros, policy_a, tmp
     client.wait_actions(50, what=f"first actions; log:\n{node.log()}")
     before = client.wait_status()
     start = len(client.actions)
-    assert client.set_policy(big).successful
+    assert client.set_policy(big).ok
     during = client.actions[start:]
     after = client.wait_status()
     assert after.stale_observations == before.stale_observations  # a blocked executor gave >1 s stale
@@ -114,7 +114,7 @@ def test_a_policy_too_slow_for_the_rate_is_rejected_with_the_figure(start_node, 
     client = ControllerClient(ros, "tooslow")
     client.wait_actions(20, what=f"first actions; log:\n{node.log()}")
     result = client.set_policy(slow)
-    assert not result.successful
+    assert not result.ok
     assert "exceeds the budget of 2.000 ms" in result.reason and "inference p99" in result.reason, result.reason
 
 
@@ -125,10 +125,10 @@ def test_atomic_sets_leave_nothing_staged(start_node, ros, policy_a, tmp_path):
     client = ControllerClient(ros, "atomic")
     client.wait_actions(20, what=f"first actions; log:\n{node.log()}")
     refused = client.set_params(Parameter("policy_path", value=b), Parameter("seed", value=7))
-    assert not refused.successful and "read-only" in refused.reason
+    assert not refused.ok and "read-only" in refused.reason
     refused = client.set_params(Parameter("policy_path", value=b), Parameter("sampling_mode", value="bogus"))
-    assert not refused.successful and "sampling_mode" in refused.reason
-    assert client.set_params(Parameter("sampling_mode", value="greedy")).successful
+    assert not refused.ok and "sampling_mode" in refused.reason
+    assert client.set_params(Parameter("sampling_mode", value="greedy")).ok
     client.wait_actions(50)
     assert {a.policy_id for a in client.actions[-30:]} == {"policy-a"}
     future = client.params.describe_parameters(["stale_timeout_s", "seed", "policy_path"])
@@ -263,10 +263,10 @@ def test_a_one_dimensional_clamp_at_zero_is_a_real_bound(start_node, ros, tmp_pa
 
 
 def test_distill_refuses_a_misspelt_parameter(start_node):
-    node = start_node("distill", ["-p", "iteratons:=5"])
+    node = start_node("distill", ["-p", "train.iteratons:=5"])
     node.proc.wait(120)
     log = node.log()
-    assert node.proc.returncode == 2 and "did you mean 'iterations'" in log and "Traceback" not in log, log
+    assert node.proc.returncode == 2 and "did you mean 'train.iterations'" in log and "Traceback" not in log, log
 
 
 def test_params_file_typo_is_refused(start_node, tmp_path):
@@ -296,11 +296,11 @@ def test_ctrl_c_stops_distill_after_its_last_progress(start_node, ros: RosHarnes
         "teacher": inputs / "teacher",
         "dataset": inputs / "demos.safetensors",
         "output": tmp_path / "out",
-        "hidden": 16,
-        "trunk_blocks": 1,
-        "iterations": 1_000_000,
-        "batch_size": 8,
-        "eval_every": 1_000_000,
+        "moe.hidden": 16,
+        "moe.trunk_blocks": 1,
+        "train.iterations": 1_000_000,
+        "train.batch_size": 8,
+        "eval.every": 1_000_000,
         "checkpoint_every": 1_000_000,
         "torch_threads": 1,
         "device": "cpu",

@@ -47,7 +47,14 @@ def test_launch_description_builds_when_launch_is_installed() -> None:
     spec = importlib.util.spec_from_file_location("controller_launch", LAUNCH)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.generate_launch_description().entities
+    from launch.actions import DeclareLaunchArgument
+    from launch_ros.actions import Node
+
+    entities = module.generate_launch_description().entities
+    declared = {e.name for e in entities if isinstance(e, DeclareLaunchArgument)}
+    assert declared == set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', LAUNCH.read_text()))
+    executables = sorted(e.node_executable for e in entities if isinstance(e, Node))
+    assert executables == sorted(n["executable"] for n in _launch_nodes())
 
 
 def test_dataset_format_example_runs(tmp_path: pathlib.Path) -> None:

@@ -1,4 +1,4 @@
-"""Behaviour entropy, KL to the data's path distribution and the D3IL selection score."""
+"""Task-independent metrics: mode histogram, normalised entropy, KL to the data's modes, selection score."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from vdd_ros.tasks.metrics import behaviour_entropy, path_histogram, path_kl, selection_score
+from vdd_ros.tasks.metrics import behaviour_entropy, mode_histogram, mode_kl, selection_score
 
 
 def test_entropy_known_distributions() -> None:
     assert behaviour_entropy(np.full(24, 5)) == pytest.approx(1.0)
+    assert behaviour_entropy(np.full(4, 5)) == pytest.approx(1.0)  # normalised by log(#modes), any #modes
     one = np.zeros(24, dtype=int)
     one[3] = 17
     assert behaviour_entropy(one) == 0.0
@@ -19,23 +20,32 @@ def test_entropy_known_distributions() -> None:
     two = np.zeros(24, dtype=int)
     two[[0, 9]] = 4
     assert behaviour_entropy(two) == pytest.approx(math.log(2) / math.log(24))
+    assert behaviour_entropy(np.array([1, 3])) == pytest.approx(
+        -(0.25 * math.log(0.25) + 0.75 * math.log(0.75)) / math.log(2)
+    )
+    assert behaviour_entropy(np.array([7])) == 0.0  # a single-mode task has no diversity to measure
 
 
-def test_histogram_ignores_invalid_ids() -> None:
-    counts = path_histogram(np.array([0, 0, 23, -1, 5]))
-    assert counts.shape == (24,) and counts.sum() == 4 and counts[0] == 2
+def test_histogram_uses_the_given_number_of_modes_and_ignores_invalid_ids() -> None:
+    counts = mode_histogram(np.array([0, 0, 23, -1, 5]), 24)
+    assert counts.tolist() == [2, 0, 0, 0, 0, 1] + [0] * 17 + [1]
+    counts = mode_histogram(np.array([0, 3, 3, 4, -1]), 4)  # 4 is outside a 4-mode task
+    assert counts.tolist() == [1, 0, 0, 2]
 
 
 def test_kl() -> None:
-    assert path_kl(np.full(24, 3)) == pytest.approx(0.0, abs=1e-9)
+    assert mode_kl(np.full(24, 3)) == pytest.approx(0.0, abs=1e-9)
     one = np.zeros(24)
     one[0] = 10
-    assert path_kl(one) == pytest.approx(math.log(24), rel=1e-3)
-    assert math.isnan(path_kl(np.zeros(24)))
+    assert mode_kl(one) == pytest.approx(math.log(24), rel=1e-3)
+    assert math.isnan(mode_kl(np.zeros(24)))
     ref = np.zeros(24)
     ref[1] = 1.0
-    assert math.isfinite(path_kl(one, ref))  # epsilon keeps modes missing from the data finite
+    assert math.isfinite(mode_kl(one, ref))  # epsilon keeps modes missing from the data finite
+    with pytest.raises(ValueError, match="one entry per mode"):
+        mode_kl(one, np.ones(4))
 
 
 def test_selection_score() -> None:
     assert selection_score(1.0, 0.5) == pytest.approx(0.9)
+    assert selection_score(0.5, 1.0) == pytest.approx(0.6)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
+from vdd_ros.data.shape import PolicyShape
 from vdd_ros.moe.policy import GaussianMoE, MoEConfig, entropy, expert_log_prob, mixture_log_prob, rsample
 
 torch.set_num_threads(1)
@@ -12,9 +15,8 @@ torch.set_num_threads(1)
 
 def _moe(covariance: str = "diagonal", **kw) -> GaussianMoE:
     torch.manual_seed(0)
-    return GaussianMoE(
-        MoEConfig(obs_dim=3, act_dim=2, obs_window=4, act_chunk=2, num_experts=5, covariance=covariance, **kw)
-    )
+    kw.setdefault("gating", "learned")
+    return GaussianMoE(PolicyShape(obs_dim=3, act_dim=2, obs_window=4, act_chunk=2), MoEConfig(5, covariance, **kw))
 
 
 def _perturb(moe: GaussianMoE) -> GaussianMoE:
@@ -89,7 +91,7 @@ def test_save_load_round_trip_without_pickle(tmp_path, covariance):
     moe.save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "moe_config.json"]
     loaded = GaussianMoE.load(tmp_path)
-    assert loaded.config == moe.config
+    assert (loaded.shape, loaded.config) == (moe.shape, moe.config)
     obs = torch.randn(3, 4, 3)
     with torch.no_grad():
         for a, b in zip(moe(obs), loaded(obs), strict=True):
@@ -104,5 +106,23 @@ def test_velocity_features_are_rescaled_and_saved(tmp_path):
     moe.save(tmp_path)
     loaded = GaussianMoE.load(tmp_path)
     assert torch.equal(loaded.delta_scale, moe.delta_scale)
+    with torch.no_grad():
+        assert torch.equal(loaded(obs).mean, moe(obs).mean)
+
+
+def test_a_file_from_before_the_shape_split_still_loads(tmp_path):
+    """moe_config.json has always been one flat mapping; files written with the old MoEConfig load unchanged."""
+    moe = _perturb(_moe())
+    moe.save(tmp_path)
+    old = {
+        "obs_dim": 3, "act_dim": 2, "obs_window": 4, "act_chunk": 2, "num_experts": 5, "covariance": "diagonal",
+        "activation": "mish", "hidden": 256, "trunk_blocks": 2, "head_hidden": 128, "gating": "learned",
+        "gating_hidden": 64, "gating_blocks": 2, "init_std": 1.0, "min_std": 1e-4, "mean_init_bound": 1.0,
+        "velocity_gain": 0.0,
+    }  # fmt: skip
+    (tmp_path / "moe_config.json").write_text(json.dumps(old))
+    loaded = GaussianMoE.load(tmp_path)
+    assert loaded.shape == PolicyShape(3, 2, 4, 2) and loaded.config == moe.config
+    obs = torch.randn(3, 4, 3)
     with torch.no_grad():
         assert torch.equal(loaded(obs).mean, moe(obs).mean)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vdd_ros.data.normalizer import Normalizer
+from vdd_ros.data.shape import PolicyShape
 from vdd_ros.export import onnx_export
 from vdd_ros.export.contract import METADATA_KEY, PolicyContract, file_sha256
 from vdd_ros.export.onnx_export import export_policy
@@ -31,16 +32,10 @@ ACT_NORM = Normalizer(np.array([0.001, 0.004], np.float32), np.array([0.01, 0.02
 def _moe(covariance: str, velocity_gain: float = 1.5, activation: str = "mish") -> GaussianMoE:
     torch.manual_seed(0)
     moe = GaussianMoE(
+        PolicyShape(OBS_DIM, ACT_DIM, T, H),
         MoEConfig(
-            obs_dim=OBS_DIM,
-            act_dim=ACT_DIM,
-            obs_window=T,
-            act_chunk=H,
-            num_experts=Z,
-            covariance=covariance,
-            velocity_gain=velocity_gain,
-            activation=activation,
-        )
+            num_experts=Z, covariance=covariance, velocity_gain=velocity_gain, activation=activation, gating="learned"
+        ),
     )
     moe.fit_delta_scale(torch.cumsum(0.05 * torch.randn(32, T, OBS_DIM), dim=1))
     with torch.no_grad():  # make the graph non-trivial: state-dependent means, skewed gating, correlations
@@ -254,8 +249,7 @@ def test_random_policy_is_fast_and_valid(tmp_path):
 def test_uniform_gating_graph_has_constant_shapes(tmp_path):
     """Batch-1 latency is dominated by node count: no shape arithmetic or control flow in the graph."""
     torch.manual_seed(0)
-    cfg = MoEConfig(obs_dim=OBS_DIM, act_dim=ACT_DIM, obs_window=T, act_chunk=H, num_experts=Z, gating="uniform")
-    moe = GaussianMoE(cfg)
+    moe = GaussianMoE(PolicyShape(OBS_DIM, ACT_DIM, T, H), MoEConfig(num_experts=Z, gating="uniform"))
     path = tmp_path / "uniform.onnx"
     export_policy(moe, _contract("diagonal"), OBS_NORM, ACT_NORM, path)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}

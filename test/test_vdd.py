@@ -8,17 +8,19 @@ import pytest
 import torch
 from torch import nn
 
-from vdd_ros.distill.em_baseline import EMConfig, EMTrainer
-from vdd_ros.distill.trainer import NonFiniteLossError
+from vdd_ros.data.shape import PolicyShape
+from vdd_ros.distill.em_baseline import EMTrainer
+from vdd_ros.distill.trainer import TrainConfig
 from vdd_ros.distill.vdd import VDDConfig, VDDTrainer, gating_loss, log_q_tilde, vdd_expert_loss
 from vdd_ros.moe.policy import GaussianMoE, MoEConfig, MoEOutput
-from vdd_ros.teacher.base import DiffusionTeacher
+from vdd_ros.teacher.base import Teacher
 from vdd_ros.teacher.ring_gmm import RingGMMTeacher
+from vdd_ros.util.checkpoint import NonFiniteError
 
 torch.set_num_threads(1)
 
 
-class ConstantScoreTeacher(DiffusionTeacher):
+class ConstantScoreTeacher(Teacher):
     """score = c everywhere (c is a Parameter, to prove no gradient reaches a teacher); records noise levels."""
 
     def __init__(self, c: tuple[float, ...], obs_dim: int = 1, obs_window: int = 1, nan_after: int | None = None):
@@ -33,22 +35,23 @@ class ConstantScoreTeacher(DiffusionTeacher):
         out = self.c.expand_as(actions).clone()
         return out * float("nan") if self.nan_after is not None and self.calls > self.nan_after else out
 
-    def sample(self, obs, steps=None, generator=None):
+    def sample(self, obs, steps=None, noise=None, generator=None):
         return torch.zeros(obs.shape[0], 1, self.act_dim)
+
+    default_sample_steps = 1
+    sampler = "none"
+
+    def check_noise_range(self, low, high):
+        pass
 
     def sample_noise_levels(self, n, low=None, high=None, generator=None):
         self.levels.append(low + (high - low) * torch.rand(n, generator=generator))
         return self.levels[-1]
 
-    def loss(self, obs, actions):
-        raise NotImplementedError
-
 
 def _moe(z: int, gating: str = "learned", **kw) -> GaussianMoE:
     torch.manual_seed(0)
-    return GaussianMoE(
-        MoEConfig(obs_dim=1, act_dim=2, obs_window=1, num_experts=z, hidden=32, head_hidden=32, gating=gating, **kw)
-    )
+    return GaussianMoE(PolicyShape(1, 2), MoEConfig(num_experts=z, hidden=32, head_hidden=32, gating=gating, **kw))
 
 
 def test_score_is_a_constant_and_gives_the_reparameterised_gradient():
@@ -119,23 +122,13 @@ def _distil_ring(use_q_tilde: bool, iterations: int) -> tuple[torch.Tensor, torc
     """The VDD toy setting (§7): 8 diagonal experts, uniform gating, batch 32, V = 64, lr 5e-4, exact score."""
     teacher = RingGMMTeacher()
     moe = GaussianMoE(
-        MoEConfig(
-            obs_dim=1,
-            act_dim=2,
-            obs_window=1,
-            num_experts=8,
-            hidden=64,
-            trunk_blocks=1,
-            head_hidden=64,
-            gating="uniform",
-            mean_init_bound=0.5,
-        )
+        PolicyShape(1, 2),
+        MoEConfig(num_experts=8, hidden=64, trunk_blocks=1, head_hidden=64, gating="uniform", mean_init_bound=0.5),
     )
     obs = torch.ones(64, 1, 1)
-    cfg = VDDConfig(
-        iterations=iterations, batch_size=32, samples_per_expert=64, lr=5e-4, expert_steps=1, use_q_tilde=use_q_tilde
-    )
-    VDDTrainer(moe, teacher, obs, teacher.sample(obs), cfg).run()
+    train = TrainConfig(iterations=iterations, batch_size=32, lr=5e-4, obs_noise=0.0)
+    vdd = VDDConfig(samples_per_expert=64, expert_steps=1)
+    VDDTrainer(moe, teacher, obs, teacher.sample(obs), train, vdd, use_q_tilde=use_q_tilde).run()
     with torch.no_grad():
         out = moe(torch.ones(1, 1, 1))
     return out.mean[0], out.scale[0], teacher
@@ -176,17 +169,18 @@ def test_ring_toy_distillation_and_negative_control():
     assert _sliced_wasserstein(student_c, truth, g) > 0.08
 
 
-def _trainer(teacher: DiffusionTeacher, iterations: int = 10) -> VDDTrainer:
+def _trainer(teacher: Teacher, iterations: int = 10) -> VDDTrainer:
     moe = _moe(3)
     obs = torch.randn(64, 1, 1)
-    cfg = VDDConfig(iterations=iterations, batch_size=8, samples_per_expert=2, noise_low=0.2, noise_high=0.5, seed=3)
-    return VDDTrainer(moe, teacher, obs, torch.randn(64, 1, 2), cfg)
+    train = TrainConfig(iterations=iterations, batch_size=8, obs_noise=0.0)
+    vdd = VDDConfig(samples_per_expert=2, noise_low=0.2, noise_high=0.5)
+    return VDDTrainer(moe, teacher, obs, torch.randn(64, 1, 2), train, vdd, seed=3)
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
     # each iteration calls the score twice (2 expert steps); NaN from iteration 5 on
     trainer = _trainer(ConstantScoreTeacher((0.1, 0.2), nan_after=8))
-    with pytest.raises(NonFiniteLossError, match="iteration 4"):
+    with pytest.raises(NonFiniteError, match="iteration 4"):
         trainer.run(checkpoint_dir=tmp_path, checkpoint_every=2)
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["iteration"] == 4
@@ -224,11 +218,21 @@ def test_em_baseline_finds_both_clusters():
     centres = torch.tensor([[-2.0, 0.0], [2.0, 1.0]])
     actions = centres[torch.randint(2, (512,))] + 0.2 * torch.randn(512, 2)
     moe = _moe(2, mean_init_bound=1.0)
-    EMTrainer(
-        moe, torch.ones(512, 1, 1), actions.view(512, 1, 2), EMConfig(iterations=300, batch_size=64, lr=3e-3)
-    ).run()
+    train = TrainConfig(iterations=300, batch_size=64, lr=3e-3, obs_noise=0.0)
+    EMTrainer(moe, torch.ones(512, 1, 1), actions.view(512, 1, 2), train).run()
     with torch.no_grad():
         out = moe(torch.ones(1, 1, 1))
     dist = torch.cdist(out.mean[0], centres)
     assert sorted(dist.argmin(1).tolist()) == [0, 1] and dist.min(1).values.max() < 0.2
     assert torch.allclose(out.log_gating.exp(), torch.full((1, 2), 0.5), atol=0.1)
+
+
+def test_jitter_uses_the_resolved_obs_noise_and_refuses_an_unresolved_one():
+    """One jitter implementation: std = train.obs_noise; < 0 ("the teacher's") must be resolved first."""
+    obs, actions = torch.zeros(4096, 1, 1), torch.zeros(4096, 1, 2)
+    train = TrainConfig(iterations=1, obs_noise=0.25)
+    jittered = EMTrainer(_moe(2), obs, actions, train)._jitter(obs)
+    assert jittered.std().item() == pytest.approx(0.25, rel=0.05)
+    assert torch.equal(EMTrainer(_moe(2), obs, actions, TrainConfig(iterations=1, obs_noise=0.0))._jitter(obs), obs)
+    with pytest.raises(ValueError, match="obs_noise"):
+        EMTrainer(_moe(2), obs, actions, TrainConfig(iterations=1))

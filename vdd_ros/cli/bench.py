@@ -1,111 +1,80 @@
 """Teacher vs EM-MoE vs VDD on Avoiding, in one run on one machine: quality and batch-1 latency.
 
-Quality: success rate and behaviour entropy over 480 rollouts (seed 0) for the teacher at
-its default step count and at 1 step, the EM (maximum-likelihood) MoE and the VDD MoE.
-Latency: one action for one observation window, p50/p99 over many calls,
-  - onnxruntime CPU (1 thread): the MoE graphs, and the teacher's whole k-step sampler
-    unrolled into one graph (same runtime, so the speed-up is like for like), both called
-    through a BoundSession (inputs and outputs bound once), as the controller calls its policy;
-  - PyTorch eager CPU (1 thread): the teacher's sampler and the MoE forward pass.
-Writes JSON, a PNG and the markdown table between the bench markers in docs/results.md.
-
-  python -m vdd_ros.cli.bench --teacher runs/teacher_ddpm --vdd runs/distill_vdd --em runs/distill_em
+Quality: success rate and behaviour entropy over ``episodes`` rollouts (seed 0) for the teacher
+at its default step count and at 1 step, the EM (maximum-likelihood) MoE and the VDD MoE.
+Latency: one action for one observation window, p50/p99 over many calls, in onnxruntime CPU
+(1 thread; the teacher's whole k-step sampler unrolled into one graph, so the speed-up is like
+for like, all called through a BoundSession as the controller calls its policy) and in PyTorch
+eager CPU (1 thread). Writes bench.json, bench.md and PNGs under ``output``; only with
+``update_docs=true`` also the bench sections of <docs>/results.md and <docs>/img/.
+Example: bench teacher=runs/demo/teacher_ddpm vdd=runs/demo/distill_vdd dataset=runs/demo/demos.safetensors
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import pathlib
-import platform
-import tempfile
-import time
-from collections.abc import Callable
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from vdd_ros.pipeline.distill_job import load_params_file, run_distillation
-from vdd_ros.moe.policy import GaussianMoE, MoEConfig
-from vdd_ros.runtime.bound_session import BoundSession
-from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
-from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
-from vdd_ros.teacher.policy import TeacherPolicy
+from vdd_ros.cli.common import output_dir, require_dir, require_file, require_positive, run_tool
+from vdd_ros.runtime.latency import time_calls
+from vdd_ros.util.config import knob
 
-
-def latency_samples_ms(fn: Callable[[], object], repeats: int, warmup: int = 20) -> np.ndarray:
-    """Wall time of ``repeats`` calls after ``warmup`` untimed ones, in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    samples = np.empty(repeats)
-    for i in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples[i] = time.perf_counter() - start
-    return samples * 1e3
+if TYPE_CHECKING:
+    from vdd_ros.teacher.policy import TeacherPolicy
 
 
-def _time_calls(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    p50, p99 = np.percentile(latency_samples_ms(fn, repeats), [50, 99])
-    return {"p50_ms": float(p50), "p99_ms": float(p99)}
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """The runs to compare and where the report goes."""
 
+    teacher: str = knob("runs/teacher_ddpm", "teacher checkpoint directory")
+    vdd: str = knob("runs/distill_vdd", "VDD distillation output directory (policy.onnx, best/)")
+    em: str = knob("", "EM baseline distillation output directory ('': fit one into <output>/distill_em, reused later)")
+    dataset: str = knob("runs/demos/avoiding.safetensors", "demonstrations, for fitting the EM baseline")
+    distill: str = knob("config/distill_avoiding.yaml", "distillation settings file, for fitting the EM baseline")
+    episodes: int = knob(480, "rollouts per policy (seed 0)")
+    repeats: int = knob(500, "timed calls per teacher latency figure (4x as many for the MoEs)")
+    output: str = knob("runs/bench", "output directory (bench.json, bench.md, plots)")
+    update_docs: bool = knob(False, "also rewrite the bench sections of <docs>/results.md and the plots in <docs>/img/")
+    docs: str = knob("docs", "documentation folder updated with update_docs=true")
 
-class _UnrolledSampler(torch.nn.Module):
-    """The teacher's k-step sampler as one module, so it can be exported to a single graph."""
+    def check(self) -> None:
+        require_dir(self.teacher, "teacher")
+        require_file(str(pathlib.Path(self.vdd, "policy.onnx")), "VDD policy")
+        if self.em:
+            require_file(str(pathlib.Path(self.em, "policy.onnx")), "EM policy")
+        elif not pathlib.Path(self.em_dir, "policy.onnx").is_file():
+            require_file(self.dataset, "dataset (to fit the EM baseline)")
+            require_file(self.distill, "distillation settings (to fit the EM baseline)")
+        require_positive({"episodes": self.episodes, "repeats": self.repeats})
+        if self.update_docs:
+            require_dir(self.docs, "docs")
 
-    def __init__(self, teacher: torch.nn.Module, steps: int) -> None:
-        super().__init__()
-        self.teacher, self.steps = teacher, steps
-
-    def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.teacher.sample(obs, steps=self.steps)
-
-
-def teacher_onnx_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dict[str, float] | str:
-    """Export the unrolled sampler (legacy tracer: the loop has a fixed length) and time it."""
-    import onnxruntime as ort
-
-    from vdd_ros.runtime.onnx_policy import session_options
-
-    obs = torch.zeros(1, policy.meta.obs_window, policy.meta.obs_dim)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = pathlib.Path(tmp, "teacher.onnx")
-        try:
-            torch.onnx.export(
-                _UnrolledSampler(policy.teacher, steps).eval(),
-                (obs,),
-                str(path),
-                dynamo=False,
-                input_names=["obs"],
-                output_names=["action"],
-                opset_version=17,
-            )
-            session = ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-        except Exception as exc:  # exporter limitations are reported, not fatal
-            return f"not exportable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-    bound, feed = BoundSession(session), obs.numpy()  # the same call path as the MoE's LoadedPolicy.run
-    return _time_calls(lambda: bound(feed), repeats)
-
-
-def teacher_torch_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dict[str, float]:
-    obs = torch.zeros(1, policy.meta.obs_window, policy.meta.obs_dim)
-
-    @torch.no_grad()
-    def call() -> torch.Tensor:
-        return policy.teacher.sample(obs, steps=steps)
-
-    return _time_calls(call, repeats)
+    @property
+    def em_dir(self) -> pathlib.Path:
+        return pathlib.Path(self.em or pathlib.Path(self.output, "distill_em"))
 
 
 def moe_latencies(distill_dir: pathlib.Path, repeats: int) -> dict[str, dict[str, float] | str]:
+    """Batch-1 p50/p99 of a distilled MoE: its ONNX graph, and its best/ weights in PyTorch when saved."""
+    import torch
+
+    from vdd_ros.moe.policy import GaussianMoE
+    from vdd_ros.runtime.onnx_policy import NoiseSource, load_policy
+
     loaded = load_policy(str(distill_dir / "policy.onnx"))
     c = loaded.contract
     noise = NoiseSource("mean", 0, c.num_experts, c.act_chunk * c.act_dim)
     obs = np.zeros((1, c.obs_window, c.obs_dim), np.float32)
     gumbel, eps = noise.draw(1)
-    out: dict[str, dict[str, float] | str] = {"onnxruntime": _time_calls(lambda: loaded.run(obs, gumbel, eps), repeats)}
+    out: dict[str, dict[str, float] | str] = {"onnxruntime": time_calls(lambda: loaded.run(obs, gumbel, eps), repeats)}
     best = distill_dir / "best"
     if best.is_dir():
         moe = GaussianMoE.load(best).eval()
@@ -115,7 +84,7 @@ def moe_latencies(distill_dir: pathlib.Path, repeats: int) -> dict[str, dict[str
         def call() -> object:
             return moe(obs_t)
 
-        out["torch"] = _time_calls(call, repeats)
+        out["torch"] = time_calls(call, repeats)
     else:
         out["torch"] = "no best/ checkpoint saved by this run"
     return out
@@ -138,25 +107,18 @@ def layout_latencies(teacher: TeacherPolicy, teacher_p50_ms: float, repeats: int
 
     from vdd_ros.export.contract import INPUT_NAMES, OUTPUT_NAMES
     from vdd_ros.export.onnx_export import to_onnx_bytes
+    from vdd_ros.moe.policy import GaussianMoE, MoEConfig
+    from vdd_ros.runtime.bound_session import BoundSession
     from vdd_ros.runtime.onnx_policy import session_options
 
     meta, rows = teacher.meta, []
     for activation, width, blocks in LAYOUTS:
-        cfg = MoEConfig(
-            obs_dim=meta.obs_dim,
-            act_dim=meta.act_dim,
-            obs_window=meta.obs_window,
-            act_chunk=meta.act_chunk,
-            activation=activation,
-            hidden=width,
-            trunk_blocks=blocks,
-            gating="uniform",
-        )
-        graph = to_onnx_bytes(GaussianMoE(cfg), meta.obs_norm, meta.act_norm)
+        cfg = MoEConfig(activation=activation, hidden=width, trunk_blocks=blocks, gating="uniform")
+        graph = to_onnx_bytes(GaussianMoE(teacher.teacher.shape, cfg), meta.obs_norm, meta.act_norm)
         session = ort.InferenceSession(graph, session_options(), providers=["CPUExecutionProvider"])
         bound = BoundSession(session, 1, INPUT_NAMES, OUTPUT_NAMES)
         feed = [np.zeros_like(buf) for buf in bound.inputs]
-        lat = _time_calls(lambda b=bound, f=feed: b(*f), repeats)
+        lat = time_calls(lambda b=bound, f=feed: b(*f), repeats)
         rows.append({"activation": activation, "width": width, "blocks": blocks, **lat})
         rows[-1]["speedup"] = teacher_p50_ms / lat["p50_ms"]
     return rows
@@ -226,19 +188,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def update_results(path: pathlib.Path, table: str, key: str, heading: str) -> None:
-    """Replace the text between the ``key`` markers in ``path`` (append a section if there are none)."""
-    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
-    text = path.read_text() if path.exists() else "# Results\n"
-    block = f"{start}\n{table}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + f"\n\n## {heading}\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def plot(report: dict, path: pathlib.Path) -> None:
     import matplotlib
 
@@ -265,98 +214,103 @@ def plot(report: dict, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--teacher", default="runs/teacher_ddpm")
-    ap.add_argument("--vdd", default="runs/distill_vdd", help="distill output folder (policy.onnx)")
-    ap.add_argument("--em", default="runs/distill_em", help="EM baseline output folder (policy.onnx)")
-    ap.add_argument(
-        "--dataset", default="runs/demos/avoiding.safetensors", help="demonstrations (for a missing EM run)"
-    )
-    ap.add_argument("--distill-params", default="config/distill_avoiding.yaml", help="settings for a missing EM run")
-    ap.add_argument("--episodes", type=int, default=480)
-    ap.add_argument("--repeats", type=int, default=500)
-    ap.add_argument("--out", default="runs/bench")
-    ap.add_argument("--results", default="docs/results.md")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _fit_em(cfg: BenchConfig) -> None:
+    """The maximum-likelihood baseline with the VDD run's settings, when no EM run was given."""
+    from vdd_ros.pipeline.distill_job import DistillJobConfig, run_distillation
+    from vdd_ros.util.config import load_config
+    from vdd_ros.util.progress import printer
 
-    em_policy = pathlib.Path(args.em, "policy.onnx")
-    if not em_policy.exists():
-        print(f"bench: no EM baseline at {em_policy}: fitting one (method em, {args.distill_params})", flush=True)
-        base = load_params_file(args.distill_params)
-        run_distillation(
-            dataclasses.replace(
-                base, method="em", teacher=args.teacher, dataset=args.dataset, output=args.em, final_eval_episodes=0
-            )
-        )
-    teacher = TeacherPolicy.from_checkpoint(args.teacher)
-    default_steps = teacher.teacher.config.sample_steps
+    print(f"bench: fitting the EM baseline into {cfg.em_dir} ({cfg.distill}, method em)", flush=True)
+    overrides = {
+        "method": "em",
+        "teacher": cfg.teacher,
+        "dataset": cfg.dataset,
+        "output": str(cfg.em_dir),
+        "eval.final_episodes": 0,
+    }
+    run_distillation(load_config(DistillJobConfig, cfg.distill, overrides), on_progress=printer("  "))
+
+
+def _update_docs(cfg: BenchConfig, tables: dict[str, str], plots: list[pathlib.Path]) -> None:
+    """Copy the plots into <docs>/img and rewrite the marked bench sections of results.md to point there."""
+    from vdd_ros.util.report import update_results
+
+    img = pathlib.Path(cfg.docs, "img")
+    img.mkdir(exist_ok=True)
+    for plot_path in plots:
+        shutil.copyfile(plot_path, img / plot_path.name)
+    headings = {"bench": "Teacher vs EM-MoE vs VDD (bench)", "bench_layouts": "Student layouts (bench)"}
+    for key, table in tables.items():
+        table = table.replace(str(pathlib.Path(cfg.output)), str(img))
+        update_results(pathlib.Path(cfg.docs, "results.md"), table, key, headings[key])
+    print(f"bench: updated {cfg.docs}/results.md and {img}/")
+
+
+def run(cfg: BenchConfig) -> int:
+    import torch
+
+    from vdd_ros.pipeline.evaluate import evaluate_policy, open_policy
+    from vdd_ros.pipeline.latency import teacher_onnx_latency, teacher_torch_latency
+    from vdd_ros.util.files import atomic_write_json, atomic_write_text
+    from vdd_ros.util.progress import printer
+    from vdd_ros.util.report import machine_name
+
+    torch.set_num_threads(1)
+    out = output_dir(cfg.output)
+    if not pathlib.Path(cfg.em_dir, "policy.onnx").is_file():
+        _fit_em(cfg)
+    teacher = open_policy(teacher=cfg.teacher)
+    default_steps = teacher.teacher.default_sample_steps
     rows = []
     for name, policy, latency in (
         (f"teacher {teacher.meta.family} {default_steps} steps", teacher, default_steps),
-        (f"teacher {teacher.meta.family} 1 step", TeacherPolicy.from_checkpoint(args.teacher, steps=1), 1),
-        ("EM-MoE (max. likelihood)", OnnxPolicy(str(pathlib.Path(args.em, "policy.onnx"))), None),
-        ("VDD-MoE", OnnxPolicy(str(pathlib.Path(args.vdd, "policy.onnx"))), None),
+        (f"teacher {teacher.meta.family} 1 step", open_policy(teacher=cfg.teacher, steps=1), 1),
+        ("EM-MoE (max. likelihood)", open_policy(str(cfg.em_dir / "policy.onnx")), None),
+        ("VDD-MoE", open_policy(str(pathlib.Path(cfg.vdd, "policy.onnx"))), None),
     ):
-        print(f"bench: {name}: {args.episodes} rollouts ...", flush=True)
-        result = run_rollouts(policy, episodes=args.episodes, seed=0)
+        print(f"bench: {name}: {cfg.episodes} rollouts ...", flush=True)
         slug = name.split(" (")[0].replace(" ", "_").lower()
-        plot_trajectories(
-            result,
-            out / f"traj_{slug}.png",
-            title=f"{name}: success {result.success_rate:.2f}, entropy {result.entropy:.2f}",
+        result = evaluate_policy(
+            policy, teacher.meta.task, cfg.episodes, 0, out / f"traj_{slug}.png", name, printer("  ")
         )
         if latency is not None:
             lat = {
-                "onnxruntime": teacher_onnx_latency(teacher, latency, args.repeats),
-                "torch": teacher_torch_latency(teacher, latency, args.repeats),
+                "onnxruntime": teacher_onnx_latency(teacher, latency, cfg.repeats),
+                "torch": teacher_torch_latency(teacher, latency, cfg.repeats),
             }
         else:
-            lat = moe_latencies(pathlib.Path(args.vdd if name.startswith("VDD") else args.em), args.repeats * 4)
+            lat = moe_latencies(pathlib.Path(cfg.vdd) if name.startswith("VDD") else cfg.em_dir, cfg.repeats * 4)
         rows.append({"name": name, **result.to_json_dict(), "latency": lat})
         print(f"  success {result.success_rate:.3f} entropy {result.entropy:.3f} latency {json.dumps(lat)}", flush=True)
     report = {
         "machine": machine_name(),
-        "episodes": args.episodes,
+        "episodes": cfg.episodes,
         "rows": rows,
-        "plot": str(pathlib.Path(args.results).parent / "img" / "bench.png"),
-        "command": f"python -m vdd_ros.cli.bench --teacher {args.teacher} --vdd {args.vdd} --em {args.em} "
-        f"--dataset {args.dataset}",
+        "plot": str(out / "bench.png"),
+        "command": f"bench teacher={cfg.teacher} vdd={cfg.vdd} em={cfg.em} dataset={cfg.dataset}",
     }
-    plot_path = pathlib.Path(report["plot"])
-    plot_path.parent.mkdir(parents=True, exist_ok=True)
-    plot(report, plot_path)
+    plot(report, out / "bench.png")
+    plots = [out / "bench.png"]
+    tables = {"bench": markdown(report)}
     teacher_ort = rows[0]["latency"]["onnxruntime"]
     if isinstance(teacher_ort, dict):
         print("bench: student layouts (onnxruntime graph time) ...", flush=True)
-        report["layouts"] = layout_latencies(teacher, teacher_ort["p50_ms"], args.repeats * 4)
-        plot_layouts(report["layouts"], teacher_ort["p50_ms"], plot_path.with_name("student_latency.png"))
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    update_results(pathlib.Path(args.results), table, "bench", "Teacher vs EM-MoE vs VDD (bench)")
-    print(table)
-    if "layouts" in report:
-        table = layouts_markdown(report["layouts"], rows[0])
-        table += f"\n\nPlot: `{plot_path.with_name('student_latency.png')}`."
-        update_results(pathlib.Path(args.results), table, "bench_layouts", "Student layouts (bench)")
-        print(table)
+        report["layouts"] = layout_latencies(teacher, teacher_ort["p50_ms"], cfg.repeats * 4)
+        plots.append(out / "student_latency.png")
+        plot_layouts(report["layouts"], teacher_ort["p50_ms"], plots[-1])
+        tables["bench_layouts"] = layouts_markdown(report["layouts"], rows[0]) + f"\n\nPlot: `{plots[-1]}`."
+    atomic_write_json(out / "bench.json", report, indent=2)
+    atomic_write_text(out / "bench.md", "\n\n".join(tables.values()) + "\n")
+    print("\n\n".join(tables.values()))
+    print(f"bench: wrote {out}/bench.json, bench.md and plots")
+    if cfg.update_docs:
+        _update_docs(cfg, tables, plots)
     return 0
 
 
-def machine_name() -> str:
-    """CPU model and usable core count, for the record next to every timing."""
-    cores = len(os.sched_getaffinity(0))
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {cores} cores"
-    except OSError:
-        pass
-    return f"{platform.machine()}, {cores} cores"
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool("bench", __doc__, BenchConfig, run, argv)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

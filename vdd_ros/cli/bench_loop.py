@@ -3,38 +3,82 @@
 For each control rate, a controller process serves a policy while this process publishes
 stamped JointState observations and times the first PolicyAction answering each one
 (observation-to-action latency across two processes). Then the policy is swapped back
-and forth through the parameter service while the loop runs at 500 Hz.
-
-  python -m vdd_ros.cli.bench_loop [--policy P.onnx] [--rates 100 500 1000] [--seconds 5]
+and forth through the parameter service while the loop runs at 500 Hz, and one slow (large
+file) load is timed. Writes bench_loop[_sync].json/.png, logs and temporary policies under
+``output``; only with ``update_docs=true`` also the marked section of <docs>/results.md.
+Example: bench_loop policy=policies/avoiding_vdd.onnx rates=[100,500] seconds=3
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import pathlib
 import sys
-import tempfile
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import rclpy
-from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import JointState
-from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
 
-from vdd_ros.cli.bench import machine_name, update_results
-from vdd_ros.export.random_policy import export_random_policy
-from vdd_ros.harness.process import NodeProcess
-from vdd_ros.nodes.shared import low_overhead_executor
+from vdd_ros.cli.common import output_dir, require_dir, require_file, require_positive, run_tool
+from vdd_ros.util.config import ConfigError, knob
+
+if TYPE_CHECKING:
+    from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
+
+    from vdd_ros.harness.process import NodeProcess
+
+CONTROLLER = "vdd_controller"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchLoopConfig:
+    """What to serve, at which rates, and where the report goes."""
+
+    policy: str = knob(
+        "", "ONNX policy served in the rate runs ('': a random 8-expert MoE, distilled layout); swaps use random ones"
+    )
+    rates: tuple[float, ...] = knob((100.0, 500.0, 1000.0), "control rates to measure [Hz]")
+    seconds: float = knob(5.0, "measured seconds per rate")
+    obs_rate: float = knob(0.0, "observations per second (0: the control rate)")
+    swaps: int = knob(20, "policy swaps at 500 Hz")
+    big_policy_mb: int = knob(600, "size of the slow-load policy [MB]")
+    realtime_priority: int = knob(0, "SCHED_FIFO priority of the controller's control thread (0: off)")
+    sync: bool = knob(False, "controller ticks on fresh observations (sync_to_observations)")
+    output: str = knob("runs/bench_loop", "output directory (report, plot, logs, temporary policies)")
+    update_docs: bool = knob(False, "also rewrite the bench_loop section of <docs>/results.md")
+    docs: str = knob("docs", "documentation folder updated with update_docs=true")
+
+    def check(self) -> None:
+        if self.policy:
+            require_file(self.policy, "policy")
+        if not self.rates:
+            raise ConfigError("rates must list at least one control rate")
+        require_positive({"seconds": self.seconds, "swaps": self.swaps, "big_policy_mb": self.big_policy_mb})
+        require_positive({f"rates[{i}]": rate for i, rate in enumerate(self.rates)})
+        if self.obs_rate < 0 or self.realtime_priority < 0:
+            raise ConfigError("obs_rate and realtime_priority must be >= 0")
+        if self.update_docs:
+            require_dir(self.docs, "docs")
+
+    @property
+    def name(self) -> str:
+        return "bench_loop_sync" if self.sync else "bench_loop"
 
 
 class _Probe:
     """Publishes observations and matches answering actions by observation stamp."""
 
     def __init__(self, ns: str, names: list[str]) -> None:
+        import rclpy
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import JointState
+        from vdd_ros_msgs.msg import PolicyAction, PolicyStatus
+
+        from vdd_ros.nodes.policy_client import PolicyClient
+        from vdd_ros.nodes.shared import low_overhead_executor
+
+        self.joint_state = JointState
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("vdd_bench_loop", context=self.context)
@@ -47,7 +91,7 @@ class _Probe:
         self.node.create_subscription(PolicyAction, f"{ns}/policy_action", self._on_action, qos)
         self.node.create_subscription(PolicyStatus, f"{ns}/vdd_controller/status", self.status.append, 10)
         self.pub = self.node.create_publisher(JointState, f"{ns}/observation", 5)
-        self.params = AsyncParameterClient(self.node, f"{ns}/vdd_controller")
+        self.policies = PolicyClient(self.node, f"{ns}/{CONTROLLER}", wait=self.waiter)
         self.executor = low_overhead_executor(self.context)
         self.executor.add_node(self.node)
         self.rng = np.random.default_rng(0)
@@ -61,7 +105,7 @@ class _Probe:
             self.latency.append(now - sent)
 
     def publish(self) -> None:
-        msg = JointState(name=self.names, position=self.rng.normal(0, 0.1, len(self.names)).tolist())
+        msg = self.joint_state(name=self.names, position=self.rng.normal(0, 0.1, len(self.names)).tolist())
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = time.monotonic()
         self.pub.publish(msg)
@@ -75,42 +119,44 @@ class _Probe:
                 next_pub = max(next_pub + 1.0 / obs_rate, now)
             self.executor.spin_once(timeout_sec=min(1e-3, max(0.0, next_pub - time.monotonic())))
 
-    def wait(self, predicate, timeout: float, what: str) -> None:
+    def waiter(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Spin (publishing observations, so the loop keeps running) until ``predicate`` or ``timeout``."""
         end = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > end:
-                raise TimeoutError(f"bench_loop: no {what} within {timeout} s")
+                return False
             self.publish()
             self.executor.spin_once(timeout_sec=0.01)
+        return True
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        if not self.waiter(predicate, timeout):
+            raise TimeoutError(f"bench_loop: no {what} within {timeout} s")
 
     def close(self) -> None:
+        import rclpy
+
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
 
 
-def _start(policy: str, rate: float, ns: str, log_dir: pathlib.Path, extra: list[str]) -> NodeProcess:
-    return NodeProcess(
-        "controller",
-        [
-            "-r",
-            f"__ns:={ns}",
-            "-p",
-            f"policy_path:={policy}",
-            "-p",
-            f"control_rate_hz:={rate}",
-            "-p",
-            "status_rate_hz:=2.0",
-            "-p",
-            "stale_timeout_s:=1.0",
-            *extra,
-        ],
-        log_dir / f"controller_{int(rate)}.log",
-    )
+def _start(policy: str, rate: float, ns: str, log_dir: pathlib.Path, extra: dict[str, object]) -> NodeProcess:
+    from vdd_ros.harness.process import NodeProcess, ros_params
+
+    params = {"policy_path": policy, "control_rate_hz": rate, "status_rate_hz": 2.0, "stale_timeout_s": 1.0, **extra}
+    log = log_dir / f"controller_{int(rate)}.log"
+    return NodeProcess("controller", ["-r", f"__ns:={ns}", *ros_params(params)], log)
 
 
 def bench_rate(
-    policy: str, names: list[str], rate: float, obs_rate: float, seconds: float, log_dir: pathlib.Path, extra: list[str]
+    policy: str,
+    names: list[str],
+    rate: float,
+    obs_rate: float,
+    seconds: float,
+    log_dir: pathlib.Path,
+    extra: dict[str, object],
 ) -> dict:
     ns = f"/bench_{int(rate)}"
     proc = _start(policy, rate, ns, log_dir, extra)
@@ -195,7 +241,12 @@ def plot_intervals(report: dict, path: pathlib.Path) -> None:
 
 
 def bench_swap(
-    policies: list[str], big: str, names: list[str], swaps: int, log_dir: pathlib.Path, extra: list[str]
+    policies: list[tuple[str, str]],
+    big: str,
+    names: list[str],
+    swaps: int,
+    log_dir: pathlib.Path,
+    extra: dict[str, object],
 ) -> dict:
     """At 500 Hz: an idle baseline, then ``swaps`` swaps over as long, then one slow (large-file) load.
 
@@ -203,25 +254,23 @@ def bench_swap(
     length measured just before, so a busy machine's own misses are not charged to swapping.
     """
     ns = "/bench_swap"
-    proc = _start(policies[0], 500.0, ns, log_dir, extra)
+    proc = _start(policies[0][0], 500.0, ns, log_dir, extra)
     probe = _Probe(ns, names)
     call_ms, first_action_ms = [], []
     try:
         probe.wait(lambda: len(probe.status) >= 2, 30.0, "controller status")
-        probe.wait(probe.params.services_are_ready, 10.0, "parameter services")
+        probe.wait(probe.policies.client.services_are_ready, 10.0, "parameter services")
         probe.run_for(0.5)
         swaps_start = probe.status[-1]
         start = time.monotonic()
         for i in range(swaps):
-            target = policies[(i + 1) % len(policies)]
+            target, want = policies[(i + 1) % len(policies)]
             t0 = time.monotonic()
-            future = probe.params.set_parameters([Parameter("policy_path", value=target)])
-            probe.wait(future.done, 10.0, "parameter reply")
+            swap = probe.policies.set_policy_path(target, timeout_s=10.0)
             t1 = time.monotonic()
-            if not future.result().results[0].successful:
-                raise RuntimeError(f"swap rejected: {future.result().results[0].reason}")
+            if not swap.ok:
+                raise RuntimeError(f"swap rejected: {swap.reason}")
             call_ms.append((t1 - t0) * 1e3)
-            want = pathlib.Path(target).stem
             count = len(probe.actions)
             probe.wait(lambda w=want, c=count: any(a.policy_id == w for a in probe.actions[c:]), 5.0, "new actions")
             first_action_ms.append((time.monotonic() - t0) * 1e3)
@@ -239,8 +288,7 @@ def bench_swap(
         count = len(probe.actions)
         before = probe.status[-1]
         t0 = time.monotonic()
-        future = probe.params.set_parameters([Parameter("policy_path", value=big)])
-        probe.wait(future.done, 60.0, "the slow load's reply")
+        slow_load = probe.policies.set_policy_path(big, timeout_s=60.0)
         load_s = time.monotonic() - t0
         during = probe.actions[count:]
         probe.run_for(0.6)
@@ -260,7 +308,7 @@ def bench_swap(
         "idle_intervals": _intervals_periods(idle, 1.0 / 500.0).tolist(),
         "load_intervals": _intervals_periods(during, 1.0 / 500.0).tolist(),
         "slow_load": {
-            "accepted": bool(future.result().results[0].successful),
+            "accepted": slow_load.ok,
             "call_s": load_s,
             **slow,
             "max_action_gap_periods": _max_gap_periods(during, 1.0 / 500.0),
@@ -269,7 +317,7 @@ def bench_swap(
     }
 
 
-def markdown(report: dict, argv: list[str] | None) -> str:
+def markdown(report: dict, command: str) -> str:
     rows = [
         f"Machine: {report['machine']}; SCHED_FIFO priority {report['realtime_priority'] or 'off'}; "
         f"sync_to_observations {report['sync']}; "
@@ -308,77 +356,79 @@ def markdown(report: dict, argv: list[str] | None) -> str:
         f"actions {load['max_action_gap_periods']:.1f} periods, {load['observations_answered']} distinct observations "
         f"answered during the call, missed ticks {load['missed_ticks']}, overruns {load['overruns']}.",
         "",
-        f"Reproduce: `python -m vdd_ros.cli.bench_loop{''.join(' ' + a for a in argv or [])}`",
+        f"Reproduce: `{command}`",
     ]
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rates", type=float, nargs="+", default=[100.0, 500.0, 1000.0])
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--obs-rate", type=float, default=0.0, help="observations per second (0: the control rate)")
-    ap.add_argument("--swaps", type=int, default=20)
-    ap.add_argument("--big-policy-mb", type=int, default=600, help="size of the slow-load policy (~3 s here)")
-    ap.add_argument("--realtime-priority", type=int, default=0, help="SCHED_FIFO priority of the control thread")
-    ap.add_argument("--sync", action="store_true", help="controller ticks on fresh observations (sync_to_observations)")
-    ap.add_argument("--out", default="", help="JSON report (default runs/bench_loop[_sync].json)")
-    ap.add_argument("--results", default="docs/results.md", help="markdown file to update ('' = none)")
-    args = ap.parse_args(argv)
-    extra = [
-        "-p",
-        f"realtime_priority:={args.realtime_priority}",
-        "-p",
-        f"sync_to_observations:={str(args.sync).lower()}",
-    ]
-    log_dir = pathlib.Path(tempfile.mkdtemp(prefix="vdd_bench_loop_"))
+def run(cfg: BenchLoopConfig) -> int:
+    from vdd_ros.export.random_policy import export_random_policy
+    from vdd_ros.runtime.onnx_policy import load_policy
+    from vdd_ros.util.files import atomic_write_json
+    from vdd_ros.util.report import machine_name, update_results
+
+    out = output_dir(cfg.output)
+    work = out / ("work_sync" if cfg.sync else "work")  # controller logs and the generated policies
+    work.mkdir(exist_ok=True)
+    extra = {"realtime_priority": cfg.realtime_priority, "sync_to_observations": cfg.sync}
     names = [f"obs_{i}" for i in range(4)]
-    policies = [str(log_dir / f"policy_{k}.onnx") for k in ("a", "b")]
-    for k, path in enumerate(policies):
-        export_random_policy(path, policy_id=pathlib.Path(path).stem, seed=k, num_experts=8)
-    big = str(log_dir / "policy_big.onnx")
-    export_random_policy(big, policy_id="policy_big", seed=2, ballast_mb=args.big_policy_mb)
+    policies = []  # (path, policy_id) swapped in turn
+    for k in ("a", "b"):
+        path = str(work / f"policy_{k}.onnx")
+        export_random_policy(path, policy_id=f"policy_{k}", seed=len(policies), num_experts=8)
+        policies.append((path, f"policy_{k}"))
+    served, served_names = policies[0][0], names
+    if cfg.policy:
+        served, served_names = str(pathlib.Path(cfg.policy).resolve()), list(load_policy(cfg.policy).contract.obs_names)
+    big = work / "policy_big.onnx"
+    export_random_policy(big, policy_id="policy_big", seed=2, ballast_mb=cfg.big_policy_mb)
     report = {
         "machine": machine_name(),
+        "policy": cfg.policy or "random 8-expert MoE",
         "rates": [],
         "swap": None,
-        "realtime_priority": args.realtime_priority,
-        "big_policy_mb": args.big_policy_mb,
-        "sync": args.sync,
+        "realtime_priority": cfg.realtime_priority,
+        "big_policy_mb": cfg.big_policy_mb,
+        "sync": cfg.sync,
     }
-    for rate in args.rates:
-        r = bench_rate(policies[0], names, rate, args.obs_rate or rate, args.seconds, log_dir, extra)
-        report["rates"].append(r)
-        print(
-            f"{rate:6.0f} Hz: achieved {r['achieved_hz']:7.1f} Hz, obs->action p50 {r['obs_to_action_p50_ms']:.3f} "
-            f"p99 {r['obs_to_action_p99_ms']:.3f} ms (in controller p50 {r['controller_obs_to_action_p50_ms']:.3f} "
-            f"p99 {r['controller_obs_to_action_max_window_p99_ms']:.3f}), "
-            f"inference p99 {r['inference_p99_ms']:.3f} ms, "
-            f"overruns {r['overruns']}, missed {r['missed_ticks']}",
-            flush=True,
-        )
-    report["swap"] = bench_swap(policies, big, names, args.swaps, log_dir, extra)
+    try:
+        for rate in cfg.rates:
+            r = bench_rate(served, served_names, rate, cfg.obs_rate or rate, cfg.seconds, work, extra)
+            report["rates"].append(r)
+            print(
+                f"{rate:6.0f} Hz: achieved {r['achieved_hz']:7.1f} Hz, obs->action p50 "
+                f"{r['obs_to_action_p50_ms']:.3f} p99 {r['obs_to_action_p99_ms']:.3f} ms (in controller p50 "
+                f"{r['controller_obs_to_action_p50_ms']:.3f} "
+                f"p99 {r['controller_obs_to_action_max_window_p99_ms']:.3f}), "
+                f"inference p99 {r['inference_p99_ms']:.3f} ms, overruns {r['overruns']}, missed {r['missed_ticks']}",
+                flush=True,
+            )
+        report["swap"] = bench_swap(policies, str(big), names, cfg.swaps, work, extra)
+    finally:
+        big.unlink(missing_ok=True)  # hundreds of MB of ballast
+        pathlib.Path(f"{big}.sha256").unlink(missing_ok=True)
     s = report["swap"]
     print(
         f"swap at 500 Hz x{s['swaps']}: call p50 {s['swap_call_p50_ms']:.1f} ms (max {s['swap_call_max_ms']:.1f}), "
         f"first new action p50 {s['swap_to_first_new_action_p50_ms']:.1f} ms, during swaps {s['during_swaps']}, "
         f"idle baseline {s['idle_baseline']}"
     )
-    print(f"slow load ({args.big_policy_mb} MB): {s['slow_load']}")
-    out = pathlib.Path(args.out or f"runs/bench_loop{'_sync' if args.sync else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    plot_intervals(report, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
-    if args.results:
-        update_results(
-            pathlib.Path(args.results),
-            markdown(report, sys.argv[1:] if argv is None else argv),
-            "bench_loop_sync" if args.sync else "bench_loop",
-            "Control loop over DDS (bench_loop" + (" --sync)" if args.sync else ")"),
-        )
+    print(f"slow load ({cfg.big_policy_mb} MB): {s['slow_load']}")
+    report_path = out / f"{cfg.name}.json"
+    atomic_write_json(report_path, report, indent=2)
+    plot_intervals(report, report_path.with_suffix(".png"))
+    print(f"wrote {report_path} and {report_path.with_suffix('.png')}")
+    if cfg.update_docs:
+        command = "bench_loop " + " ".join(a for a in sys.argv[1:] if not a.startswith("update_docs"))
+        heading = "Control loop over DDS (bench_loop" + (" --sync)" if cfg.sync else ")")
+        update_results(pathlib.Path(cfg.docs, "results.md"), markdown(report, command.strip()), cfg.name, heading)
+        print(f"updated {cfg.docs}/results.md")
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool("bench_loop", __doc__, BenchLoopConfig, run, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -4,33 +4,32 @@ demonstrations -> DDPM teacher -> VDD distillation -> ONNX -> controller + avoid
 ROS 2, then one summary: teacher vs VDD quality, inference latency and speed-up, loop
 latency, and the plots written. Every stage resumes or is skipped when its output is
 already complete, so a second run (or a run after Ctrl-C) continues where it stopped.
+Example: demo fast=true
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
+import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-from vdd_ros.cli import collect_demos
-from vdd_ros.cli.bench import latency_samples_ms, machine_name, teacher_onnx_latency
-from vdd_ros.cli.train_teacher import rollout_evaluator
-from vdd_ros.util.config import load_config
-from vdd_ros.pipeline.distill_job import describe_eval, load_params_file, run_distillation
-from vdd_ros.runtime.onnx_policy import NoiseSource, OnnxPolicy, load_policy
-from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
-from vdd_ros.teacher.policy import TeacherPolicy
-from vdd_ros.teacher.train import STATE_DIR, TeacherTrainConfig, load_train_data, train_teacher
+from vdd_ros.cli.common import EXIT_INTERRUPTED, require_file, run_tool
+from vdd_ros.util.config import knob
+
+TEACHER_CONFIG = "config/teacher_avoiding.yaml"
+DISTILL_CONFIG = "config/distill_avoiding.yaml"
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoPlan:
-    root: pathlib.Path
+    """Budgets of one demo run."""
+
+    root: str
     demos: int
     teacher_iterations: int
     distill_iterations: int | None  # None: the default distillation config, unchanged
@@ -38,8 +37,25 @@ class DemoPlan:
     ros_episodes: int
 
 
-FULL = DemoPlan(pathlib.Path("runs/demo"), 1200, 8000, None, 480, 24)
-FAST = DemoPlan(pathlib.Path("runs/demo_fast"), 1200, 3000, 1000, 96, 6)
+FULL = DemoPlan("runs/demo", 1200, 8000, None, 480, 24)
+FAST = DemoPlan("runs/demo_fast", 1200, 3000, 1000, 96, 6)
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Which budget, and where everything goes."""
+
+    fast: bool = knob(False, "small budgets (3000 teacher and 1000 distillation iterations): a quick look")
+    output: str = knob("", "output directory ('': runs/demo, or runs/demo_fast with fast=true)")
+
+    def check(self) -> None:
+        require_file(TEACHER_CONFIG, "teacher settings")
+        require_file(DISTILL_CONFIG, "distillation settings")
+
+    @property
+    def plan(self) -> DemoPlan:
+        plan = FAST if self.fast else FULL
+        return dataclasses.replace(plan, root=self.output) if self.output else plan
 
 
 def _stage(n: int, text: str) -> float:
@@ -48,8 +64,10 @@ def _stage(n: int, text: str) -> float:
 
 
 def _teacher_step(out: pathlib.Path) -> int:
+    from vdd_ros.teacher.train import STATE_DIR
+
     state = out / STATE_DIR / "state.json"
-    return json.loads(state.read_text())["step"] if state.exists() else -1
+    return json.loads(state.read_text())["iteration"] if state.exists() else -1
 
 
 def _histogram(teacher_ms: np.ndarray, moe_ms: np.ndarray, loop: dict, path: pathlib.Path, steps: int) -> None:
@@ -70,17 +88,28 @@ def _histogram(teacher_ms: np.ndarray, moe_ms: np.ndarray, loop: dict, path: pat
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--fast", action="store_true", help="small budgets: a quick look in a few minutes")
-    args = ap.parse_args(argv)
-    plan = FAST if args.fast else FULL
-    root = plan.root
+def run(cfg: DemoConfig) -> int:
+    import torch
+
+    from vdd_ros.pipeline.collect import CollectConfig, collect_demos
+    from vdd_ros.pipeline.distill_job import DistillJobConfig, run_distillation
+    from vdd_ros.pipeline.evaluate import evaluate_policy, open_policy, rollout_evaluator
+    from vdd_ros.pipeline.latency import teacher_onnx_latency, teacher_torch_call
+    from vdd_ros.runtime.latency import latency_samples_ms
+    from vdd_ros.runtime.onnx_policy import NoiseSource, load_policy
+    from vdd_ros.teacher.train import TeacherTrainConfig, load_train_data, train_teacher
+    from vdd_ros.util.config import load_config
+    from vdd_ros.util.files import atomic_write_json
+    from vdd_ros.util.progress import printer
+    from vdd_ros.util.report import machine_name
+
+    plan = cfg.plan
+    root = pathlib.Path(plan.root)
     root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(
-        f"vdd_ros demo ({'FAST' if args.fast else 'full'}) on {machine_name()}, training on {device}; "
+        f"vdd_ros demo ({'FAST' if cfg.fast else 'full'}) on {machine_name()}, training on {device}; "
         f"outputs in {root}/",
         flush=True,
     )
@@ -88,74 +117,68 @@ def main(argv: list[str] | None = None) -> int:
     t = _stage(1, f"scripted multi-modal demonstrations ({plan.demos} episodes, 24 paths)")
     demos = root / "demos.safetensors"
     if not demos.exists():
-        collect_demos.main(["--episodes", str(plan.demos), "--out", str(demos)])
+        collect_demos(CollectConfig(episodes=plan.demos, output=str(demos)), log=lambda line: print(f"    {line}"))
     print(f"    {demos} ({time.monotonic() - t:.0f} s)")
 
     t = _stage(2, f"DDPM diffusion teacher ({plan.teacher_iterations} iterations)")
     teacher_dir = root / "teacher_ddpm"
-    tcfg = dataclasses.replace(
-        load_config(TeacherTrainConfig, "config/teacher_avoiding.yaml"),
-        dataset=str(demos),
-        out=str(teacher_dir),
-        iterations=plan.teacher_iterations,
+    tcfg = load_config(
+        TeacherTrainConfig,
+        TEACHER_CONFIG,
+        {"dataset": str(demos), "output": str(teacher_dir), "iterations": plan.teacher_iterations},
     )
     step = _teacher_step(teacher_dir)
     if step < tcfg.iterations:
         data = load_train_data(tcfg)
+        evaluate = rollout_evaluator(data.task, tcfg.eval_episodes, tcfg.seed)
         result = train_teacher(
-            tcfg, data, teacher_dir, resume=step >= 0, evaluate=rollout_evaluator(tcfg.eval_episodes, tcfg.seed)
+            tcfg, data, teacher_dir, resume=step >= 0, evaluate=evaluate, on_progress=printer("    ")
         )
         if result.interrupted:
             print("interrupted: run `make demo` again to resume")
-            return 130
+            return EXIT_INTERRUPTED
     print(f"    {teacher_dir} ({time.monotonic() - t:.0f} s)")
 
-    base = load_params_file("config/distill_avoiding.yaml")
-    iterations = plan.distill_iterations or base.iterations
-    t = _stage(3, f"VDD distillation into 8 experts ({iterations} iterations) and ONNX export")
-    dcfg = dataclasses.replace(
-        base,
-        teacher=str(teacher_dir),
-        dataset=str(demos),
-        output=str(root / "distill_vdd"),
-        iterations=iterations,
-        final_eval_episodes=plan.eval_episodes,
-        eval_every=base.eval_every if plan.distill_iterations is None else max(iterations // 4, 1),
-    )
+    overrides = {
+        "teacher": str(teacher_dir),
+        "dataset": str(demos),
+        "output": str(root / "distill_vdd"),
+        "eval.final_episodes": plan.eval_episodes,
+    }
+    if plan.distill_iterations is not None:
+        every = max(plan.distill_iterations // 4, 1)
+        overrides.update({"train.iterations": plan.distill_iterations, "eval.every": every})
+    dcfg = load_config(DistillJobConfig, DISTILL_CONFIG, overrides)
+    t = _stage(3, f"VDD distillation into 8 experts ({dcfg.train.iterations} iterations) and ONNX export")
     summary_file = root / "distill_vdd" / "summary.json"
     done = summary_file.exists() and json.loads(summary_file.read_text()).get("status") == "done"
-    summary = json.loads(summary_file.read_text()) if done else run_distillation(dcfg, _print_event)
+    summary = json.loads(summary_file.read_text()) if done else run_distillation(dcfg, printer("    "))
     if summary["status"] != "done":
         print("interrupted: run `make demo` again to resume")
-        return 130
+        return EXIT_INTERRUPTED
     policy_path = summary["policy"]
     print(f"    {policy_path} sha256 {summary['sha256'][:12]} ({time.monotonic() - t:.0f} s)")
 
     t = _stage(4, f"teacher vs VDD on Avoiding ({plan.eval_episodes} rollouts each)")
-    teacher = TeacherPolicy.from_checkpoint(teacher_dir)
-    t_res = run_rollouts(teacher, episodes=plan.eval_episodes, seed=0)
-    s_res = run_rollouts(OnnxPolicy(policy_path), episodes=plan.eval_episodes, seed=0)
     plots = {
         "teacher trajectories": root / "trajectories_teacher.png",
         "VDD trajectories": root / "trajectories_vdd.png",
         "latency histogram": root / "latency_histogram.png",
     }
-    plot_trajectories(
-        t_res,
-        plots["teacher trajectories"],
-        f"DDPM teacher: success {t_res.success_rate:.2f}, entropy {t_res.entropy:.2f}",
+    teacher = open_policy(teacher=str(teacher_dir))
+    task = teacher.meta.task
+    t_res = evaluate_policy(
+        teacher, task, plan.eval_episodes, 0, plots["teacher trajectories"], "DDPM teacher", printer("    ")
     )
-    plot_trajectories(
-        s_res, plots["VDD trajectories"], f"VDD MoE: success {s_res.success_rate:.2f}, entropy {s_res.entropy:.2f}"
+    s_res = evaluate_policy(
+        open_policy(policy_path), task, plan.eval_episodes, 0, plots["VDD trajectories"], "VDD MoE", printer("    ")
     )
     print(f"    ({time.monotonic() - t:.0f} s)")
 
     _stage(5, "batch-1 inference latency on this CPU (1 thread)")
     torch.set_num_threads(1)
-    steps = teacher.teacher.config.sample_steps
-    obs_t = torch.zeros(1, teacher.meta.obs_window, teacher.meta.obs_dim)
-    with torch.no_grad():
-        teacher_ms = latency_samples_ms(lambda: teacher.teacher.sample(obs_t, steps=steps), 300)
+    steps = teacher.teacher.default_sample_steps
+    teacher_ms = latency_samples_ms(teacher_torch_call(teacher, steps), 300)
     loaded = load_policy(policy_path)
     c = loaded.contract
     feed = (
@@ -193,17 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         "plots": {k: str(v) for k, v in plots.items()},
         "total_seconds": round(time.monotonic() - started, 1),
     }
-    (root / "demo_summary.json").write_text(json.dumps(report, indent=2))
+    atomic_write_json(root / "demo_summary.json", report, indent=2)
     _print_summary(report)
     return 0
 
 
-def _print_event(event: dict) -> None:
-    kind = event.get("event")
-    if kind == "train" and event["iteration"] % 200 == 0:
-        print(f"    distill {event['iteration']}/{event['iterations']}", flush=True)
-    elif kind in ("eval", "final_eval"):
-        print(f"    {describe_eval(event)}", flush=True)
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool("demo", __doc__, DemoConfig, run, argv)
 
 
 def _print_summary(r: dict) -> None:
@@ -234,4 +253,4 @@ def _print_summary(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

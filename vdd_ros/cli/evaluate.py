@@ -1,77 +1,120 @@
-"""Evaluate a policy on the Avoiding task: success rate, behaviour entropy, trajectory plot.
+"""Evaluate a policy on its task (Avoiding): success rate, behaviour entropy and a trajectory plot.
 
-  evaluate --policy runs/distill/policy.onnx [--mode mean|sample|greedy]
-  evaluate --teacher runs/teacher_ddpm [--steps 8] [--sampler ddim]
-  evaluate --policy P.onnx --ros --episodes 48      # through controller + avoiding_sim over DDS
-
-In-process evaluation runs vectorised rollouts (default 480, seed 0); ``--ros`` measures
-the same policy through the real ROS loop and adds loop latency.
+Give ``policy`` (an exported ONNX policy) or ``teacher`` (a checkpoint directory). By default
+the in-process evaluation runs vectorised rollouts (480, seed 0); ``ros=true`` measures the
+same ONNX policy through controller + avoiding_sim over DDS and adds loop latency. Writes
+``<output>/<tag>.json`` (and ``.png``) only, never next to the policy.
+Example: evaluate policy=policies/avoiding_vdd.onnx output=/tmp/eval
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import pathlib
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
-from vdd_ros.tasks.policy import Policy
+from vdd_ros.cli.common import ToolError, output_dir, require_dir, require_file, require_positive, run_tool
+from vdd_ros.tasks.registry import task_names
+from vdd_ros.util.config import ConfigError, knob
 
-
-def _policy(args: argparse.Namespace) -> Policy:
-    if args.policy:
-        from vdd_ros.runtime.onnx_policy import OnnxPolicy
-
-        return OnnxPolicy(args.policy, mode=args.mode, seed=args.seed)
-    from vdd_ros.teacher.policy import TeacherPolicy
-
-    return TeacherPolicy.from_checkpoint(args.teacher, steps=args.steps, sampler=args.sampler)
+if TYPE_CHECKING:
+    from vdd_ros.tasks.policy import Policy
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--policy", help="exported ONNX policy")
-    src.add_argument("--teacher", help="teacher checkpoint directory")
-    ap.add_argument("--steps", type=int, default=None, help="teacher denoising steps (default: its own)")
-    ap.add_argument("--sampler", default=None, help="teacher sampler (default: its own)")
-    ap.add_argument("--mode", default="mean", choices=("mean", "sample", "greedy"), help="MoE sampling mode")
-    ap.add_argument("--episodes", type=int, default=480)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ros", action="store_true", help="run through controller + avoiding_sim over DDS")
-    ap.add_argument("--rate", type=float, default=500.0, help="controller rate for --ros [Hz]")
-    ap.add_argument("--out", default=None, help="JSON output (default: next to the policy)")
-    ap.add_argument("--plot", default=None, help="trajectory PNG (default: next to the JSON)")
-    args = ap.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """What to evaluate, how, and where the report goes."""
 
-    source = pathlib.Path(args.policy or args.teacher)
-    default_dir = source.parent if args.policy else source
-    tag = "ros_loop" if args.ros else f"eval_{args.mode if args.policy else 'teacher'}"
-    out = pathlib.Path(args.out or default_dir / f"{tag}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if args.ros:
-        if not args.policy:
-            ap.error("--ros serves an ONNX policy: give --policy")
+    policy: str = knob("", "exported ONNX policy to evaluate (give this or teacher)")
+    teacher: str = knob("", "teacher checkpoint directory to evaluate (give this or policy)")
+    steps: int = knob(0, "teacher denoising steps (0: the teacher's own)")
+    sampler: str = knob("", "teacher sampler ('': the teacher's own)")
+    mode: Literal["mean", "sample", "greedy"] = knob("mean", "MoE sampling mode of an ONNX policy")
+    task: str = knob("", "task to roll out on ('': the task the policy or teacher was trained on)")
+    episodes: int = knob(480, "number of rollouts")
+    seed: int = knob(0, "rollout seed")
+    ros: bool = knob(False, "run the ONNX policy through controller + avoiding_sim processes over DDS")
+    rate: float = knob(500.0, "controller rate with ros=true [Hz]")
+    output: str = knob("", "output directory ('': runs/eval/<policy or teacher name>)")
+
+    def check(self) -> None:
+        if bool(self.policy) == bool(self.teacher):
+            raise ConfigError("give exactly one of policy=FILE.onnx or teacher=DIR")
+        if self.policy:
+            require_file(self.policy, "policy")
+        else:
+            require_dir(self.teacher, "teacher")
+            if self.ros:
+                raise ConfigError("ros=true serves an ONNX policy: give policy=FILE.onnx")
+        if self.task and self.task not in task_names():
+            raise ConfigError(f"unknown task {self.task!r}; known tasks: {', '.join(task_names())}")
+        require_positive({"episodes": self.episodes, "rate": self.rate})
+        if self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+
+    @property
+    def source(self) -> pathlib.Path:
+        return pathlib.Path(self.policy or self.teacher)
+
+    @property
+    def out_dir(self) -> pathlib.Path:
+        name = self.source.stem if self.policy else self.source.resolve().name
+        return pathlib.Path(self.output or pathlib.Path("runs", "eval", name))
+
+    @property
+    def tag(self) -> str:
+        return "ros_loop" if self.ros else f"eval_{self.mode if self.policy else 'teacher'}"
+
+
+def _open(cfg: EvaluateConfig) -> Policy:
+    """The policy, or a one-line ToolError for a file that is not a usable policy/checkpoint."""
+    from vdd_ros.export.contract import ContractError
+    from vdd_ros.pipeline.evaluate import open_policy
+    from vdd_ros.teacher.checkpoint import TeacherCheckpointError
+
+    try:
+        return open_policy(cfg.policy, cfg.teacher, cfg.mode, cfg.seed, cfg.steps, cfg.sampler)
+    except (ContractError, TeacherCheckpointError) as exc:
+        raise ToolError(str(exc)) from exc
+
+
+def run(cfg: EvaluateConfig) -> int:
+    from vdd_ros.util.files import atomic_write_json
+    from vdd_ros.util.progress import printer
+
+    policy = None if cfg.ros else _open(cfg)
+    out = output_dir(str(cfg.out_dir))
+    report_path = out / f"{cfg.tag}.json"
+    if policy is None:
         from vdd_ros.harness.loop_eval import run_ros_loop
 
         loop = run_ros_loop(
-            args.policy, episodes=args.episodes, control_rate_hz=args.rate, sampling_mode=args.mode, seed=args.seed
+            cfg.policy,
+            episodes=cfg.episodes,
+            control_rate_hz=cfg.rate,
+            sampling_mode=cfg.mode,
+            seed=cfg.seed,
+            log_dir=str(out),
         )
-        report = {"policy": str(source), "ros_loop": True, **loop.to_json_dict()}
+        report = {"policy": str(cfg.source), "ros_loop": True, **loop.to_json_dict()}
     else:
-        from vdd_ros.tasks.rollout import plot_trajectories, run_rollouts
+        from vdd_ros.pipeline.evaluate import evaluate_policy, trained_task
 
-        policy = _policy(args)
-        result = run_rollouts(policy, episodes=args.episodes, seed=args.seed, progress=True)
-        plot = pathlib.Path(args.plot or out.with_suffix(".png"))
-        plot_trajectories(
-            result, plot, title=f"{policy.name}: success {result.success_rate:.2f}, entropy {result.entropy:.2f}"
-        )
-        report = {"policy": policy.name, "source": str(source), **result.to_json_dict(), "plot": str(plot)}
-    out.write_text(json.dumps(report, indent=2))
+        plot = report_path.with_suffix(".png")
+        task = cfg.task or trained_task(policy)
+        result = evaluate_policy(policy, task, cfg.episodes, cfg.seed, plot=plot, on_progress=printer())
+        report = {"policy": policy.name, "source": str(cfg.source), **result.to_json_dict(), "plot": str(plot)}
+    atomic_write_json(report_path, report, indent=2)
     print(json.dumps({k: v for k, v in report.items() if k != "mode_counts"}, indent=2))
-    print(f"wrote {out}")
+    print(f"wrote {report_path}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool("evaluate", __doc__, EvaluateConfig, run, argv)
 
 
 if __name__ == "__main__":

@@ -1,73 +1,64 @@
-"""Train a diffusion teacher from a YAML config.
+"""Train a diffusion teacher (DDPM or EDM) on a demonstration file into ``output``.
 
-    python -m vdd_ros.cli.train_teacher --config config/teacher_avoiding.yaml [--out DIR]
-        [--iterations N] [--resume]
-
-SIGINT/SIGTERM save the training state and exit (code 130); ``--resume`` continues.
+SIGINT/SIGTERM save the training state and exit with status 130; ``resume=true`` continues.
+Example: train_teacher config/teacher_avoiding.yaml iterations=2000 output=runs/teacher_ddpm
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import pathlib
 import sys
+from collections.abc import Sequence
 
-from vdd_ros.util.config import ConfigError, load_config
-from vdd_ros.data.dataset import DatasetError
-from vdd_ros.tasks.avoiding import TASK_NAME
-from vdd_ros.tasks.rollout import run_rollouts
-from vdd_ros.teacher.base import DiffusionTeacher
-from vdd_ros.teacher.checkpoint import TeacherCheckpointError, TeacherMeta
-from vdd_ros.teacher.policy import TeacherPolicy
-from vdd_ros.teacher.train import STATE_DIR, TeacherTrainConfig, load_train_data, train_teacher
-
-EXIT_INTERRUPTED = 130
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train_teacher", description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, type=pathlib.Path, help="YAML file (TeacherTrainConfig)")
-    p.add_argument("--out", type=pathlib.Path, help="output directory (default: config 'out')")
-    p.add_argument("--iterations", type=int, help="override the configured number of iterations")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/training_state")
-    return p
+from vdd_ros.cli.common import (
+    EXIT_INTERRUPTED,
+    ToolError,
+    narrow,
+    require_dir,
+    require_file,
+    run_tool,
+)
+from vdd_ros.teacher.train import STATE_DIR, TeacherTrainConfig
+from vdd_ros.util.config import knob
 
 
-def rollout_evaluator(episodes: int, seed: int):
-    """Periodic model selection signal: a few rollouts of the EMA teacher at default steps."""
+@dataclasses.dataclass(frozen=True)
+class TrainTeacherConfig(TeacherTrainConfig):
+    """The teacher's training settings plus what only this tool decides."""
 
-    def evaluate(teacher: DiffusionTeacher, meta: TeacherMeta) -> dict[str, float]:
-        result = run_rollouts(
-            TeacherPolicy(teacher, meta, device=str(next(teacher.parameters()).device)), episodes, seed
-        )
-        teacher.train(False)
-        return {"success_rate": result.success_rate, "entropy": result.entropy, "score": result.score}
+    resume: bool = knob(False, "continue from <output>/training_state (which must exist)")
 
-    return evaluate
+    def check(self) -> None:
+        require_file(self.dataset, "dataset")  # counts and ranges: TeacherTrainConfig checks its own
+        if self.resume:
+            require_dir(str(pathlib.Path(self.output, STATE_DIR)), "resume=true: training state")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def run(cfg: TrainTeacherConfig) -> int:
+    from vdd_ros.data.dataset import DatasetError
+    from vdd_ros.pipeline.evaluate import rollout_evaluator
+    from vdd_ros.tasks.registry import task_names
+    from vdd_ros.teacher.checkpoint import TeacherCheckpointError
+    from vdd_ros.teacher.train import load_train_data, train_teacher
+    from vdd_ros.util.progress import printer
+
+    train_cfg = narrow(cfg, TeacherTrainConfig)
     try:
-        cfg = load_config(TeacherTrainConfig, args.config)
-        if args.iterations is not None:
-            cfg = dataclasses.replace(cfg, iterations=args.iterations)
-        out = args.out or pathlib.Path(cfg.out)
-        if args.resume and not (out / STATE_DIR).is_dir():
-            print(f"error: nothing to resume in {out / STATE_DIR}", file=sys.stderr)
-            return 2
-        data = load_train_data(cfg)
-        evaluate = rollout_evaluator(cfg.eval_episodes, cfg.seed) if data.task == TASK_NAME else None
-        result = train_teacher(cfg, data, out, resume=args.resume, evaluate=evaluate)
-    except (ConfigError, DatasetError, TeacherCheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"{'interrupted' if result.interrupted else 'done'}: step {result.step}, loss {result.loss:.4f}, "
-        f"{result.seconds:.0f} s -> {result.out}"
-    )
+        data = load_train_data(train_cfg)
+        evaluate = rollout_evaluator(data.task, cfg.eval_episodes, cfg.seed) if data.task in task_names() else None
+        result = train_teacher(
+            train_cfg, data, cfg.output, resume=cfg.resume, evaluate=evaluate, on_progress=printer()
+        )
+    except (DatasetError, TeacherCheckpointError) as exc:
+        raise ToolError(str(exc)) from exc
+    state = "interrupted (resume=true continues)" if result.interrupted else "done"
+    print(f"{state}: step {result.step}, loss {result.loss:.4f}, {result.seconds:.0f} s -> {result.output}")
     return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool("train_teacher", __doc__, TrainTeacherConfig, run, argv)
 
 
 if __name__ == "__main__":

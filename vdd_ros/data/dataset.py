@@ -8,17 +8,17 @@ Loading validates everything, so a bad file fails loudly before hours of trainin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
+
+from vdd_ros.util.files import atomic_write, sha256_file
 
 FORMAT_NAME = "vdd_ros.demos"
 FORMAT_VERSION = 1
@@ -127,7 +127,7 @@ def _flatten(ds: DemoDataset) -> dict[str, np.ndarray]:
 
 
 def save_dataset(ds: DemoDataset, path: str | os.PathLike[str]) -> None:
-    """Validate and write ``ds`` atomically (temp file in the same directory, then os.replace)."""
+    """Validate and write ``ds`` atomically (``util.files.atomic_write``)."""
     tensors = _flatten(ds)
     _check_arrays(*(tensors[k] for k in _TENSORS))
     meta = {
@@ -142,14 +142,7 @@ def save_dataset(ds: DemoDataset, path: str | os.PathLike[str]) -> None:
     _check_meta(meta, tensors["observations"].shape[1], tensors["actions"].shape[1])
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(meta)}))
 
 
 def load_dataset(path: str | os.PathLike[str]) -> DemoDataset:
@@ -210,8 +203,4 @@ def make_windows(ds: DemoDataset, obs_window: int, act_chunk: int) -> tuple[np.n
 
 def dataset_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the file bytes, so checkpoints can record exactly which data trained them."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)

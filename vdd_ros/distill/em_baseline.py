@@ -10,42 +10,32 @@ for the experts (trunk and heads) and the gating (its own optimizer, detached fe
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
-from vdd_ros.distill.trainer import MoETrainer
+from vdd_ros.distill.trainer import MoETrainer, TrainConfig
 from vdd_ros.moe.policy import GaussianMoE, expert_log_prob
 
 
-@dataclasses.dataclass(frozen=True)
-class EMConfig:
-    iterations: int = 3000
-    batch_size: int = 256
-    lr: float = 5e-4
-    lr_decay: bool = True
-    obs_noise: float = 0.0  # same state jitter as VDD, for a like-for-like baseline
-    seed: int = 0
-
-
 class EMTrainer(MoETrainer):
-    """Maximum-likelihood MoE on (obs, action) windows in normalised space."""
+    """Maximum-likelihood MoE on (obs, action) windows in normalised space.
+
+    It shares ``TrainConfig`` (and so the state jitter) with VDD: a like-for-like baseline.
+    """
 
     def __init__(
         self,
         moe: GaussianMoE,
         obs: torch.Tensor,
         actions: torch.Tensor,
-        config: EMConfig,
+        train: TrainConfig,
+        seed: int = 0,
         device: torch.device | str = "cpu",
     ) -> None:
-        device = torch.device(device)
-        super().__init__(moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay)
-        self.config = config
+        super().__init__(moe, obs, actions, train, seed, torch.device(device))
 
     def step(self) -> dict[str, float]:
-        idx = self._batch_indices(self.obs.shape[0], self.config.batch_size)
-        out = self.moe(self._jitter(self.obs[idx], self.config.obs_noise))
+        idx = self._batch_indices(self.obs.shape[0], self.train_config.batch_size)
+        out = self.moe(self._jitter(self.obs[idx]))
         log_comp = expert_log_prob(self.actions[idx].unsqueeze(1), out.mean, out.scale)[:, 0]  # (B, Z)
         with torch.no_grad():
             resp = torch.softmax(log_comp + out.log_gating, dim=-1)

@@ -19,28 +19,29 @@ import dataclasses
 
 import torch
 
-from vdd_ros.distill.trainer import MoETrainer
+from vdd_ros.distill.trainer import MoETrainer, TrainConfig
 from vdd_ros.moe.policy import GaussianMoE, MoEOutput, entropy, expert_log_prob, rsample
-from vdd_ros.teacher.base import DiffusionTeacher
+from vdd_ros.teacher.base import Teacher
+from vdd_ros.util.config import knob
 
 
 @dataclasses.dataclass(frozen=True)
 class VDDConfig:
-    """Trainer settings; the noise range is in the teacher's units (sigma, or DDPM step t)."""
+    """What only VDD has (the shared run settings are ``TrainConfig``); noise levels in the teacher's units."""
 
-    iterations: int = 3000
-    batch_size: int = 256
-    samples_per_expert: int = 2
-    noise_low: float | None = None
-    noise_high: float | None = None
-    lr: float = 5e-4
-    expert_steps: int = 2
-    gating_steps: int = 1
-    lr_decay: bool = True
-    use_q_tilde: bool = True  # False only for the negative control in tests
-    obs_noise: float = 0.0  # std of the jitter on normalised states (see MoETrainer._jitter)
-    student_states: float = 0.0  # fraction of each expert batch from the student's own states
-    seed: int = 0
+    samples_per_expert: int = knob(2, "V, reparameterised samples per expert and state")
+    noise_low: float = knob(
+        -1.0, "lowest teacher noise level of the score (DDPM: step t, EDM: sigma); < 0 = the teacher's default"
+    )
+    noise_high: float = knob(-1.0, "highest teacher noise level of the score; < 0 = the teacher's default")
+    expert_steps: int = knob(2, "expert updates per iteration, each on a fresh batch of states")
+    gating_steps: int = knob(1, "gating updates per iteration on fresh (state, action) pairs (gating learned only)")
+    student_states: float = knob(
+        0.0,
+        "fraction of each expert batch drawn from the windows the student visited in its evaluation rollouts "
+        "(teacher-labelled, DAgger-style); 0 = dataset states only",
+    )
+    student_state_capacity: int = knob(50000, "newest student windows kept for student_states")
 
 
 def log_q_tilde(samples: torch.Tensor, out: MoEOutput) -> torch.Tensor:
@@ -57,7 +58,7 @@ def log_q_tilde(samples: torch.Tensor, out: MoEOutput) -> torch.Tensor:
 
 
 def teacher_score(
-    teacher: DiffusionTeacher,
+    teacher: Teacher,
     samples: torch.Tensor,
     obs: torch.Tensor,
     noise_low: float | None,
@@ -75,7 +76,7 @@ def teacher_score(
 
 def vdd_expert_loss(
     moe: GaussianMoE,
-    teacher: DiffusionTeacher,
+    teacher: Teacher,
     obs: torch.Tensor,
     samples_per_expert: int,
     noise_low: float | None = None,
@@ -118,36 +119,41 @@ class VDDTrainer(MoETrainer):
     def __init__(
         self,
         moe: GaussianMoE,
-        teacher: DiffusionTeacher,
+        teacher: Teacher,
         obs: torch.Tensor,
         actions: torch.Tensor,
+        train: TrainConfig,
         config: VDDConfig,
+        seed: int = 0,
         device: torch.device | str = "cpu",
+        use_q_tilde: bool = True,
     ) -> None:
-        device = torch.device(device)
-        super().__init__(moe, obs, actions, config.iterations, config.lr, config.seed, device, config.lr_decay)
-        self.teacher = teacher.to(device).eval().requires_grad_(False)
+        """``use_q_tilde`` False drops the term that keeps experts apart: the tests' negative control only."""
+        super().__init__(moe, obs, actions, train, seed, torch.device(device))
+        self.teacher = teacher.to(self.device).eval().requires_grad_(False)
         self.config = config
+        self.use_q_tilde = use_q_tilde
+        # Negative bounds select the teacher's own default range.
+        self.noise_range = tuple(None if x < 0 else x for x in (config.noise_low, config.noise_high))
 
     def step(self) -> dict[str, float]:
-        cfg = self.config
+        cfg, batch = self.config, self.train_config.batch_size
         stats: dict[str, float] = {}
         for _ in range(cfg.expert_steps):
-            states = self._state_batch(cfg.batch_size, cfg.student_states)
+            states = self._state_batch(batch, cfg.student_states)
             loss, stats = vdd_expert_loss(
                 self.moe,
                 self.teacher,
-                self._jitter(states, cfg.obs_noise),
+                self._jitter(states),
                 cfg.samples_per_expert,
-                cfg.noise_low,
-                cfg.noise_high,
+                *self.noise_range,
                 self.generator,
-                cfg.use_q_tilde,
+                self.use_q_tilde,
             )
             stats["expert_loss"] = self._update(self.expert_opt, loss, "expert")
         if self.gating_opt is not None:
             for _ in range(cfg.gating_steps):
-                idx = self._batch_indices(self.obs.shape[0], cfg.batch_size)
-                loss = gating_loss(self.moe, self._jitter(self.obs[idx], cfg.obs_noise), self.actions[idx])
+                idx = self._batch_indices(self.obs.shape[0], batch)
+                loss = gating_loss(self.moe, self._jitter(self.obs[idx]), self.actions[idx])
                 stats["gating_loss"] = self._update(self.gating_opt, loss, "gating")
         return stats

@@ -68,14 +68,14 @@ class _RawPolicyGraph(nn.Module):
 
     def __init__(self, moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: Normalizer) -> None:
         super().__init__()
-        cfg = moe.config
+        cfg, shape = moe.config, moe.shape
         self.moe = moe
-        self.act_chunk, self.act_dim, self.num_experts = cfg.act_chunk, cfg.act_dim, cfg.num_experts
+        self.act_chunk, self.act_dim, self.num_experts = shape.act_chunk, shape.act_dim, cfg.num_experts
         obs_mean = torch.as_tensor(obs_normalizer.mean, dtype=torch.float32)
         obs_std = torch.as_tensor(obs_normalizer.std, dtype=torch.float32)
-        self.fold_input = cfg.velocity_gain <= 0 or cfg.obs_window == 1
+        self.fold_input = cfg.velocity_gain <= 0 or shape.obs_window == 1
         if self.fold_input:
-            window = cfg.obs_window
+            window = shape.obs_window
             self.trunk_input = _fold_normalisation(moe.trunk.inp, obs_mean.repeat(window), obs_std.repeat(window))
         else:  # direction features need the normalised window itself
             self.register_buffer("obs_mean", obs_mean)
@@ -114,14 +114,14 @@ class _RawPolicyGraph(nn.Module):
 
 def check_contract(moe: GaussianMoE, contract: PolicyContract) -> None:
     """Refuse to stamp a contract that does not describe the network."""
-    cfg = moe.config
+    shape = moe.shape
     pairs = {
-        "obs_dim": cfg.obs_dim,
-        "act_dim": cfg.act_dim,
-        "obs_window": cfg.obs_window,
-        "act_chunk": cfg.act_chunk,
-        "num_experts": cfg.num_experts,
-        "covariance": cfg.covariance,
+        "obs_dim": shape.obs_dim,
+        "act_dim": shape.act_dim,
+        "obs_window": shape.obs_window,
+        "act_chunk": shape.act_chunk,
+        "num_experts": moe.config.num_experts,
+        "covariance": moe.config.covariance,
     }
     wrong = [
         f"{k}: contract {getattr(contract, k)!r}, network {v!r}" for k, v in pairs.items() if getattr(contract, k) != v
@@ -153,11 +153,11 @@ def to_onnx_bytes(moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: 
     and 0.1-0.2 s per export versus 4.2 s for the dynamo exporter (measured, torch 2.13).
     """
     graph = _RawPolicyGraph(copy.deepcopy(moe).cpu(), obs_normalizer, act_normalizer).eval()
-    cfg = moe.config
+    shape = moe.shape
     example = (
-        torch.zeros(2, cfg.obs_window, cfg.obs_dim),
-        torch.zeros(2, cfg.num_experts),
-        torch.zeros(2, cfg.action_size),
+        torch.zeros(2, shape.obs_window, shape.obs_dim),
+        torch.zeros(2, moe.config.num_experts),
+        torch.zeros(2, shape.action_size),
     )
     buf = io.BytesIO()
     with warnings.catch_warnings():

@@ -14,6 +14,7 @@ import onnx.numpy_helper
 import torch
 
 from vdd_ros.data.normalizer import Normalizer
+from vdd_ros.data.shape import PolicyShape
 from vdd_ros.export.contract import PolicyContract
 from vdd_ros.export.onnx_export import export_policy, save_model
 from vdd_ros.moe.policy import GaussianMoE, MoEConfig
@@ -40,17 +41,8 @@ def export_random_policy(
     of that size: a valid policy that is as slow to read, hash and parse as a large one.
     """
     torch.manual_seed(seed)
-    config = MoEConfig(
-        obs_dim=obs_dim,
-        act_dim=act_dim,
-        obs_window=obs_window,
-        act_chunk=act_chunk,
-        num_experts=num_experts,
-        hidden=32,
-        head_hidden=32,
-        trunk_blocks=1,
-    )
-    moe = GaussianMoE(config)
+    config = MoEConfig(num_experts=num_experts, hidden=32, head_hidden=32, trunk_blocks=1, gating="learned")
+    moe = GaussianMoE(PolicyShape(obs_dim, act_dim, obs_window, act_chunk), config)
     obs_norm = Normalizer(np.zeros(obs_dim, np.float32), np.ones(obs_dim, np.float32))
     act_norm = Normalizer(np.zeros(act_dim, np.float32), np.full(act_dim, act_scale, np.float32))
     contract = PolicyContract(

@@ -1,4 +1,4 @@
-"""Measure a policy through the real ROS loop: controller + avoiding_sim processes over DDS.
+"""Measure a policy through the real ROS loop: controller + task_sim processes over DDS.
 
 The simulator runs in lockstep (it steps as soon as the answering action arrives), so the
 policy sees exactly the inputs it would see in-process while every observation and action
@@ -20,26 +20,31 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from vdd_ros_msgs.msg import EpisodeResult, PolicyStatus
 
-from vdd_ros.nodes.avoiding_sim import RESULT_QOS
 from vdd_ros.harness.process import NodeProcess
-from vdd_ros.tasks.avoiding import NUM_PATHS
-from vdd_ros.tasks.metrics import behaviour_entropy, path_histogram
+from vdd_ros.nodes.task_sim import RESULT_QOS
+from vdd_ros.tasks.base import Task
+from vdd_ros.tasks.metrics import behaviour_entropy, mode_histogram
+from vdd_ros.tasks.registry import get_task
 
 _RUNS = itertools.count()
 
 
 @dataclasses.dataclass
 class LoopResult:
+    task: str
     episodes: int
     success_rate: float
     entropy: float
-    mode_counts: list[int]
+    mode_counts: list[int]  # task.num_modes bins over successful episodes
     late_actions: int
     obs_to_action_p50_ms: float  # median over episodes of the per-episode median round trip
     obs_to_action_p99_ms: float  # worst per-episode p99
     inference_p50_ms: float  # from the controller's last status
     inference_p99_ms: float
     wall_s: float
+    successes: list[bool]  # per episode, in order
+    modes: list[int]  # per episode: the task's mode label, -1 if none
+    steps: list[int]  # per episode
 
     def to_json_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -47,6 +52,7 @@ class LoopResult:
 
 def run_ros_loop(
     policy_path: str,
+    task: Task | str = "avoiding",
     episodes: int = 24,
     control_rate_hz: float = 500.0,
     sampling_mode: str = "mean",
@@ -55,7 +61,8 @@ def run_ros_loop(
     log_dir: str | None = None,
     namespace: str = "vdd_eval",
 ) -> LoopResult:
-    """Run ``episodes`` Avoiding episodes through controller + simulator processes."""
+    """Run ``episodes`` episodes of ``task`` through controller + simulator processes."""
+    task = get_task(task)
     log_dir = log_dir or tempfile.mkdtemp(prefix="vdd_loop_")
     ns = f"/{namespace}_{os.getpid()}_{next(_RUNS)}"  # unique per call: no stale results from an earlier run
     context = rclpy.Context()
@@ -89,10 +96,11 @@ def run_ros_loop(
         ],
         pathlib.Path(log_dir, "controller.log"),
     )
+    sim_args = {"task": task.name, "lockstep": "true", "episodes": episodes, "seed": seed}
     sim = NodeProcess(
-        "avoiding_sim",
-        ["-r", f"__ns:={ns}", "-p", "lockstep:=true", "-p", f"episodes:={episodes}", "-p", f"seed:={seed}"],
-        pathlib.Path(log_dir, "avoiding_sim.log"),
+        "task_sim",
+        ["-r", f"__ns:={ns}", *(a for k, v in sim_args.items() for a in ("-p", f"{k}:={v}"))],
+        pathlib.Path(log_dir, "task_sim.log"),
     )
     started = time.monotonic()
     try:
@@ -115,12 +123,14 @@ def run_ros_loop(
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+    if any(r.task != task.name for r in results):
+        raise RuntimeError(f"the simulator ran {results[0].task!r}, not {task.name!r}")
     success = np.array([r.success for r in results])
-    paths = np.array([r.path_index if r.success else -1 for r in results])
-    counts = path_histogram(paths, NUM_PATHS)
+    counts = mode_histogram(np.array([r.mode if r.success else -1 for r in results]), task.num_modes)
     measured = [st for st in status if np.isfinite(st.inference_latency_p50_ms)]  # stale windows have none
     last = measured[-1] if measured else None
     return LoopResult(
+        task=task.name,
         episodes=len(results),
         success_rate=float(success.mean()),
         entropy=behaviour_entropy(counts),
@@ -131,4 +141,7 @@ def run_ros_loop(
         inference_p50_ms=float(last.inference_latency_p50_ms) if last else float("nan"),
         inference_p99_ms=float(last.inference_latency_p99_ms) if last else float("nan"),
         wall_s=wall,
+        successes=[bool(r.success) for r in results],
+        modes=[int(r.mode) for r in results],
+        steps=[int(r.steps) for r in results],
     )

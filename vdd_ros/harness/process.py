@@ -12,6 +12,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 
 from ament_index_python.packages import get_package_prefix
 
@@ -22,6 +23,20 @@ def executable_path(name: str) -> pathlib.Path:
     if not exe.exists():
         raise FileNotFoundError(f"{exe} is not installed; run `make setup` (colcon build)")
     return exe
+
+
+def _ros_value(value: object) -> str:
+    """A value as ``-p name:=value`` parses it (YAML): booleans lower-case, lists in brackets."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_ros_value(v) for v in value) + "]"
+    return str(value)
+
+
+def ros_params(params: Mapping[str, object]) -> list[str]:
+    """``-p name:=value`` arguments for every entry of ``params`` (the one place they are spelled)."""
+    return [arg for name, value in params.items() for arg in ("-p", f"{name}:={_ros_value(value)}")]
 
 
 class NodeProcess:

@@ -16,6 +16,8 @@ import dataclasses
 import json
 import math
 import pathlib
+import shutil
+import tempfile
 from typing import Literal, NamedTuple
 
 import torch
@@ -23,11 +25,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vdd_ros.util.config import from_dict
+from vdd_ros.data.shape import PolicyShape
+from vdd_ros.util.config import from_dict, knob
+from vdd_ros.util.files import atomic_replace_dir
 
 Activation = Literal["mish", "silu"]
-# Mish is the paper's; SiLU is the same smooth, non-monotone shape, and in onnxruntime it is a
-# Sigmoid and a Mul (~0.6 us at width 256) where Mish's Softplus alone costs ~3 us (measured).
+# Mish is the paper's; SiLU is the same smooth, non-monotone shape but exports as a Sigmoid
+# and a Mul, cheaper in onnxruntime than Mish's Softplus + Tanh + Mul.
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"mish": nn.Mish, "silu": nn.SiLU}
 
 
@@ -37,29 +41,31 @@ _CONFIG = "moe_config.json"
 
 @dataclasses.dataclass(frozen=True)
 class MoEConfig:
-    """Shape and architecture of a GaussianMoE (saved next to its weights as JSON)."""
+    """Architecture of a GaussianMoE: what a user chooses (the shapes come with ``PolicyShape``)."""
 
-    obs_dim: int
-    act_dim: int
-    obs_window: int
-    act_chunk: int = 1
-    num_experts: int = 8
-    covariance: Literal["diagonal", "full"] = "diagonal"
-    activation: Activation = "mish"
-    hidden: int = 256
-    trunk_blocks: int = 2
-    head_hidden: int = 128
-    gating: Literal["learned", "uniform"] = "learned"
-    gating_hidden: int = 64
-    gating_blocks: int = 2
-    init_std: float = 1.0
-    min_std: float = 1e-4
-    mean_init_bound: float = 1.0
-    velocity_gain: float = 0.0  # > 0: add direction features, see GaussianMoE.fit_delta_scale
-
-    @property
-    def action_size(self) -> int:
-        return self.act_chunk * self.act_dim
+    num_experts: int = knob(8, "Z, the number of Gaussian experts")
+    covariance: Literal["diagonal", "full"] = knob(
+        "diagonal", "expert covariance: diagonal, or full (Cholesky factor over D = H * act_dim)"
+    )
+    activation: Literal["mish", "silu"] = knob(
+        "mish", "mish (the paper's) or silu (the same shape, a cheaper ONNX graph)"
+    )
+    hidden: int = knob(256, "width of the shared residual-MLP trunk")
+    trunk_blocks: int = knob(2, "residual blocks in the trunk")
+    head_hidden: int = knob(128, "hidden width of the mean and covariance heads")
+    gating: Literal["learned", "uniform"] = knob(
+        "uniform",
+        "uniform: q(z|s) = 1/Z, no gating step, keeps the teacher's diversity; "
+        "learned: a gating net fitted by an EM step on dataset actions (the paper)",
+    )
+    gating_hidden: int = knob(64, "width of the learned gating net (gating learned only)")
+    gating_blocks: int = knob(2, "residual blocks of the learned gating net (gating learned only)")
+    init_std: float = knob(1.0, "initial expert standard deviation in normalised action units (> min_std)")
+    min_std: float = knob(1e-4, "floor added to every expert standard deviation")
+    mean_init_bound: float = knob(1.0, "initial expert means are uniform in [-bound, bound] (normalised units)")
+    velocity_gain: float = knob(
+        0.0, "> 0: add tanh(gain * d / std(d)) direction features of the window's successive steps d"
+    )
 
 
 class MoEOutput(NamedTuple):
@@ -119,16 +125,18 @@ def _inverse_softplus(y: float) -> float:
 class GaussianMoE(nn.Module):
     """Shared-trunk Gaussian MoE; ``forward`` maps normalised obs windows to MoEOutput."""
 
-    def __init__(self, config: MoEConfig) -> None:
+    def __init__(self, shape: PolicyShape, config: MoEConfig | None = None) -> None:
         super().__init__()
+        config = config or MoEConfig()
         if config.init_std <= config.min_std:
             raise ValueError("init_std must exceed min_std")
+        self.shape = shape
         self.config = config
-        z, d = config.num_experts, config.action_size
-        in_dim = config.obs_window * config.obs_dim
-        if config.velocity_gain > 0 and config.obs_window > 1:
-            in_dim += (config.obs_window - 1) * config.obs_dim
-        self.register_buffer("delta_scale", torch.ones(config.obs_dim))
+        z, d = config.num_experts, shape.action_size
+        in_dim = shape.obs_window * shape.obs_dim
+        if config.velocity_gain > 0 and shape.obs_window > 1:
+            in_dim += (shape.obs_window - 1) * shape.obs_dim
+        self.register_buffer("delta_scale", torch.ones(shape.obs_dim))
         act = config.activation
         self.trunk = _ResidualMLP(in_dim, config.hidden, config.trunk_blocks, act)
         self.mean_head = _head(config.hidden, config.head_hidden, z * d, act)
@@ -191,7 +199,7 @@ class GaussianMoE(nn.Module):
     def components_from_heads(self, mean: torch.Tensor, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means (B, Z, D) and scales from the two heads' outputs (the export fuses the heads)."""
         cfg = self.config
-        z, d = cfg.num_experts, cfg.action_size  # constant shapes: no Shape ops in the exported graph
+        z, d = cfg.num_experts, self.shape.action_size  # constant shapes: no Shape ops in the exported graph
         mean = mean.view(-1, z, d)
         if cfg.covariance == "diagonal":
             scale = F.softplus(raw.view(-1, z, d) + self.diag_shift) + cfg.min_std
@@ -214,20 +222,42 @@ class GaussianMoE(nn.Module):
     def gating_parameters(self) -> list[nn.Parameter]:
         return [] if self.gating_net is None else list(self.gating_net.parameters())
 
+    def describe(self) -> dict[str, object]:
+        """Shape and architecture in one flat mapping: ``moe_config.json`` and the policy contract's ``moe``."""
+        return {**dataclasses.asdict(self.shape), **dataclasses.asdict(self.config)}
+
     def save(self, directory: str | pathlib.Path) -> None:
-        """Weights as safetensors plus the config as JSON: loadable without pickle."""
+        """Weights as safetensors plus the config as JSON (no pickle), replacing ``directory`` as a whole.
+
+        Both files are written into a temporary sibling folder that then takes the place of
+        ``directory``, so a reader (or a crash) never finds new weights with an old config
+        or a half-written file.
+        """
         directory = pathlib.Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / _WEIGHTS))
-        (directory / _CONFIG).write_text(json.dumps(dataclasses.asdict(self.config), indent=2, sort_keys=True))
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        try:
+            staging.chmod(0o755)  # mkdtemp's 0700 would hide the policy from other users
+            save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(staging / _WEIGHTS))
+            (staging / _CONFIG).write_text(json.dumps(self.describe(), indent=2, sort_keys=True))
+            atomic_replace_dir(staging, directory)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     @staticmethod
     def load(directory: str | pathlib.Path, device: str | torch.device = "cpu") -> GaussianMoE:
         directory = pathlib.Path(directory)
-        config = from_dict(MoEConfig, json.loads((directory / _CONFIG).read_text()), where=str(directory / _CONFIG))
-        moe = GaussianMoE(config)
+        moe = GaussianMoE(*split_description(json.loads((directory / _CONFIG).read_text()), str(directory / _CONFIG)))
         moe.load_state_dict(load_file(str(directory / _WEIGHTS), device=str(device)))
         return moe.to(device)
+
+
+def split_description(data: dict[str, object], where: str) -> tuple[PolicyShape, MoEConfig]:
+    """Inverse of ``GaussianMoE.describe`` (files written before the split hold the same flat keys)."""
+    shape_keys = {f.name for f in dataclasses.fields(PolicyShape)}
+    shape = from_dict(PolicyShape, {k: v for k, v in data.items() if k in shape_keys}, where)
+    return shape, from_dict(MoEConfig, {k: v for k, v in data.items() if k not in shape_keys}, where)
 
 
 def is_diagonal(scale: torch.Tensor, mean: torch.Tensor) -> bool:

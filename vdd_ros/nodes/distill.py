@@ -1,14 +1,14 @@
 """Offline distillation as a ROS node: ``ros2 run vdd_ros distill --ros-args --params-file ...``.
 
-Parameters are the fields of ``DistillConfig`` (read-only) plus ``deploy_to``. Training
-runs in a worker thread and reports on ``~/progress`` (vdd_ros_msgs/DistillProgress) and
-in the log; Ctrl-C stops it at the next step with a checkpoint, and starting the node
-again resumes. When done, the exported policy can be pushed to a running controller.
+Parameters are the settings of ``DistillJobConfig`` under their dotted names (read-only,
+``-p train.iterations:=3000``) plus ``deploy_to``. Training runs in a worker thread and
+reports on ``~/progress`` (vdd_ros_msgs/DistillProgress) and in the log; Ctrl-C stops it at
+the next step with a checkpoint, and starting the node again resumes. When done, the
+exported policy can be pushed to a running controller.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -17,28 +17,30 @@ import threading
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from rclpy.signals import SignalHandlerOptions
 from vdd_ros_msgs.msg import DistillProgress
 
-from vdd_ros.util.config import ConfigError, from_dict
-from vdd_ros.pipeline.distill_job import DistillConfig, DistillError, describe_eval, run_distillation
+from vdd_ros.nodes.policy_client import polling_waiter, set_policy_path
 from vdd_ros.nodes.shared import (
     ParamSpec,
     StartupError,
     declare_parameters,
     init_or_refuse,
-    print_help,
     print_refusal,
     wants_help,
 )
+from vdd_ros.pipeline.distill_job import LIMITS, DistillError, DistillJobConfig, check_config, run_distillation
+from vdd_ros.util.config import ConfigError, help_table, load_config, settings
+from vdd_ros.util.progress import EvalResult, Event, Notice, TrainProgress, describe
+
+
+def _spec(name: str, default: object, help_text: str) -> ParamSpec:
+    low, high = LIMITS.get(name, (None, None))
+    return ParamSpec(default, help_text, low, high) if high is not None else ParamSpec(default, help_text)
+
 
 PARAMS: dict[str, ParamSpec] = {
-    **{
-        f.name: ParamSpec(f.default, "DistillConfig field (docs/distill.md)")
-        for f in dataclasses.fields(DistillConfig)
-    },
+    **{s.name: _spec(s.name, s.default, s.help) for s in settings(DistillJobConfig)},
     "deploy_to": ParamSpec("", "controller node to hot-swap the exported policy into when done, e.g. /vdd_controller"),
 }
 
@@ -49,14 +51,15 @@ class DistillNode(Node):
     def __init__(self) -> None:
         super().__init__("vdd_distill")
         values = declare_parameters(self, PARAMS)
-        self.deploy_to = values.pop("deploy_to")
-        self.config = from_dict(DistillConfig, values, where="distill parameters")
+        self.deploy_to = str(values.pop("deploy_to"))
+        self.config = load_config(DistillJobConfig, overrides=values)
+        check_config(self.config)
         self._pub = self.create_publisher(DistillProgress, "~/progress", 10)
         self._stop = threading.Event()
         self.exit_code = 0
         self.summary: dict | None = None
         self.done = threading.Event()
-        self._last = {"success_rate": math.nan, "entropy": math.nan}
+        self._last_eval = (math.nan, math.nan)  # success rate, entropy
         self._worker = threading.Thread(target=self._run, name="distill", daemon=True)
         self._worker.start()
 
@@ -64,34 +67,26 @@ class DistillNode(Node):
         self._stop.set()
         self._worker.join()
 
-    def _publish(self, phase: str, message: str = "", **values: float) -> None:
+    def _publish(self, phase: str, message: str = "", iteration: int = 0, stats: dict | None = None) -> None:
+        stats = stats or {}
         msg = DistillProgress(phase=phase, message=message)
         msg.header.stamp = self.get_clock().now().to_msg()
-        msg.iteration = int(values.get("iteration", 0))
-        msg.total_iterations = self.config.iterations
-        msg.expert_loss = float(values.get("expert_loss", math.nan))
-        msg.gating_loss = float(values.get("gating_loss", math.nan))
-        msg.learning_rate = float(values.get("lr", math.nan))
-        msg.eval_success_rate = float(self._last["success_rate"])
-        msg.eval_entropy = float(self._last["entropy"])
+        msg.iteration = iteration
+        msg.total_iterations = self.config.train.iterations
+        msg.expert_loss = float(stats.get("expert_loss", math.nan))
+        msg.gating_loss = float(stats.get("gating_loss", math.nan))
+        msg.learning_rate = float(stats.get("lr", math.nan))
+        msg.eval_success_rate, msg.eval_entropy = (float(v) for v in self._last_eval)
         self._pub.publish(msg)
 
-    def _on_progress(self, event: dict) -> None:
-        kind = event.get("event")
+    def _on_progress(self, event: Event) -> None:
         log = self.get_logger()
-        if kind == "train":
-            self._publish("training", **{k: v for k, v in event.items() if isinstance(v, (int, float))})
-            if event["iteration"] % 50 == 0 or event["iteration"] == event.get("iterations"):
-                log.info(
-                    f"iteration {event['iteration']}/{self.config.iterations} "
-                    f"expert_loss {event.get('expert_loss', math.nan):.4g}"
-                )
-        elif kind in ("eval", "final_eval"):
-            self._last = {"success_rate": event["success_rate"], "entropy": event["entropy"]}
-            log.info(describe_eval(event))
-            self._publish("evaluating", iteration=event["iteration"])
-        else:
-            log.info(str(event))
+        (log.warning if isinstance(event, Notice) else log.info)(describe(event))
+        if isinstance(event, TrainProgress):
+            self._publish("training", iteration=event.iteration, stats=event.stats)
+        elif isinstance(event, EvalResult):
+            self._last_eval = (event.success_rate, event.entropy)
+            self._publish("evaluating", iteration=event.iteration)
 
     def _run(self) -> None:
         log = self.get_logger()
@@ -118,24 +113,21 @@ class DistillNode(Node):
             self.done.set()
 
     def _deploy(self, path: str) -> None:
-        client = AsyncParameterClient(self, self.deploy_to)
-        if not client.wait_for_services(10.0):
-            self.get_logger().error(f"deploy_to: no parameter service for {self.deploy_to!r}")
-            self.exit_code = 3
-            return
-        future = client.set_parameters([Parameter("policy_path", value=path)])
-        event = threading.Event()
-        future.add_done_callback(lambda _: event.set())
-        if not event.wait(300.0):  # vetting a large policy (or building an engine) can take a while
-            self.get_logger().error(f"deploy_to: {self.deploy_to!r} did not answer")
-            self.exit_code = 3
-            return
-        result = future.result().results[0]
-        if result.successful:
+        # The main thread spins this node, so the client waits by polling rather than spinning here.
+        ok, reason = set_policy_path(self, self.deploy_to, path, wait=polling_waiter)
+        if ok:
             self.get_logger().info(f"deployed to {self.deploy_to}: policy_path = {path}")
         else:
-            self.get_logger().error(f"deploy_to {self.deploy_to!r} rejected the policy: {result.reason}")
+            self.get_logger().error(f"deploy_to {self.deploy_to!r}: {reason or 'rejected the policy'}")
             self.exit_code = 3
+
+
+def print_help() -> None:
+    """``--help``: the settings table shared with the docs and the offline CLI, plus ``deploy_to``."""
+    print("usage: ros2 run vdd_ros distill [--ros-args -p NAME:=VALUE ... --params-file FILE]\n")
+    print(__doc__.strip() + "\n\nparameters:")
+    print(help_table(DistillJobConfig))
+    print(f"  deploy_to  str = ''\n  {'':9}  {PARAMS['deploy_to'].description}")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -144,7 +136,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def main(args: list[str] | None = None) -> None:
     if wants_help(args):
-        print_help("distill", __doc__, PARAMS)
+        print_help()
         return
     # Ctrl-C and SIGTERM are handled here, not by rclpy: the worker must save its checkpoint
     # and publish "stopped" while the context is still up, then the node shuts down.

@@ -1,23 +1,25 @@
-"""End-to-end distillation job: teacher + demos -> trained MoE -> ONNX policy (+ rollout metrics).
+"""The distillation job: teacher + demonstrations -> trained MoE -> ONNX policy (+ rollout metrics).
 
-Output folder layout:
+An orchestrator only: check the configuration and the inputs, build the trainer, alternate
+training and rollout evaluation (which selects the published checkpoint), export, summarise.
+Every check runs before anything is written, so a bad setting costs one line and no folder.
+
+Output folder layout (nothing is written outside it):
   checkpoint/        resumable trainer state (see ``vdd_ros.distill.trainer``)
-  best/              MoE weights with the best periodic rollout score (Avoiding only)
+  best/              MoE weights with the best periodic rollout score (tasks in the registry only)
   policy.onnx        the exported policy, with ``policy.onnx.sha256``
   summary.json       final metrics, timings and provenance
 
-CLI: ``python -m vdd_ros.pipeline.distill_job --params-file config/distill_avoiding.yaml`` (ROS
-parameter-file format, ``/**: {ros__parameters: {...}}``, keys = DistillConfig fields).
+Entry points: the ``distill`` node (``-p train.iterations:=3000``) and the offline CLI; both
+fill a ``DistillJobConfig`` with ``vdd_ros.util.config``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
-import json
+import math
 import pathlib
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,104 +27,169 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 
-from vdd_ros.util.config import ConfigError, from_dict
 from vdd_ros.data.dataset import DatasetError, dataset_sha256, load_dataset, make_windows
-from vdd_ros.distill.em_baseline import EMConfig, EMTrainer
-from vdd_ros.distill.trainer import CheckpointError, MoETrainer
+from vdd_ros.distill.em_baseline import EMTrainer
+from vdd_ros.distill.trainer import MoETrainer, TrainConfig
 from vdd_ros.distill.vdd import VDDConfig, VDDTrainer
 from vdd_ros.export.contract import PolicyContract
 from vdd_ros.export.onnx_export import export_policy
-from vdd_ros.moe.policy import Activation, GaussianMoE, MoEConfig
+from vdd_ros.moe.policy import GaussianMoE, MoEConfig
 from vdd_ros.runtime.onnx_policy import OnnxPolicy
+from vdd_ros.tasks.base import Task
+from vdd_ros.tasks.registry import UnknownTaskError, get_task
 from vdd_ros.tasks.rollout import run_rollouts
+from vdd_ros.teacher.base import Teacher
 from vdd_ros.teacher.checkpoint import TeacherCheckpointError, TeacherMeta, load_teacher, teacher_sha256
+from vdd_ros.util.checkpoint import CheckpointError
+from vdd_ros.util.config import ConfigError, flatten, knob, to_dict
+from vdd_ros.util.files import atomic_write_json
+from vdd_ros.util.progress import EvalResult, Notice, OnProgress, Resumed, TrainProgress, ignore
+from vdd_ros.util.torch_setup import resolve_device, set_threads
 
-AVOIDING = "avoiding"
+EVAL_SEED = 0  # rollout seed of every evaluation (D3IL protocol), whatever the training seed
 
 
 class DistillError(ValueError):
     """The inputs of a distillation job are unusable (corrupt/mismatched teacher or dataset, stale checkpoint)."""
 
 
-EVAL_SEED = 0  # rollout seed of every evaluation (D3IL protocol), whatever the training seed
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Rollouts of the exported graph itself (what is evaluated is what ships); registered tasks only."""
+
+    every: int = knob(1000, "iterations between evaluations that select the published checkpoint; 0 = none")
+    episodes: int = knob(240, "rollouts per periodic evaluation")
+    final_episodes: int = knob(480, "rollouts of the final evaluation of the published policy; 0 = none")
+    mode: Literal["mean", "sample", "greedy"] = knob(
+        "mean", "how the evaluated policy acts (runtime sampling_mode); mean: z ~ q(z|s), output mu_z (the paper)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """One distillation job. ROS parameters cannot be null, so a negative noise bound means "teacher default"."""
+class DistillJobConfig:
+    """One distillation job. Negative teacher-dependent values (obs_noise, noise range) mean "the teacher's"."""
 
-    teacher: str = "runs/teacher_ddpm"
-    dataset: str = "runs/demos/avoiding.safetensors"
-    output: str = "runs/distill_vdd"
-    method: Literal["vdd", "em"] = "vdd"
-    num_experts: int = 8
-    covariance: Literal["diagonal", "full"] = "diagonal"
-    activation: Activation = "mish"
-    hidden: int = 256
-    trunk_blocks: int = 2
-    head_hidden: int = 128
-    velocity_gain: float = 0.0
-    gating: Literal["learned", "uniform"] = "learned"
-    iterations: int = 2000
-    batch_size: int = 128
-    samples_per_expert: int = 2
-    noise_low: float = -1.0
-    noise_high: float = -1.0
-    lr: float = 1e-3
-    obs_noise: float = 0.0
-    student_states: float = 0.0
-    student_state_capacity: int = 50000
-    device: str = "auto"
-    torch_threads: int = 2
-    seed: int = 0
-    eval_every: int = 500
-    eval_episodes: int = 48
-    final_eval_episodes: int = 480
-    eval_mode: Literal["mean", "sample", "greedy"] = "mean"
-    checkpoint_every: int = 250
-    policy_id: str = ""
+    teacher: str = knob("runs/teacher_ddpm", "teacher checkpoint folder (model.safetensors + teacher.json)")
+    dataset: str = knob("runs/demos/avoiding.safetensors", "demonstration file whose states are distilled on")
+    output: str = knob("runs/distill_vdd", "output folder: checkpoint/, best/, policy.onnx, summary.json")
+    method: Literal["vdd", "em"] = knob(
+        "vdd", "vdd, or em: the same MoE fitted to the demonstrations by maximum likelihood (baseline)"
+    )
+    seed: int = knob(0, "seed of the initial weights and of the training batches")
+    device: str = knob("auto", "torch device; auto = CUDA when available, else CPU")
+    torch_threads: int = knob(2, "CPU threads for torch; 0 keeps torch's default")
+    policy_id: str = knob("", "name stored in the policy contract; empty = <task>-<method>-<UTC time>")
+    checkpoint_every: int = knob(250, "iterations between checkpoints (also saved at each evaluation and on stop)")
+    moe: MoEConfig = dataclasses.field(default_factory=MoEConfig)  # student architecture
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # shared by VDD and EM
+    vdd: VDDConfig = dataclasses.field(default_factory=VDDConfig)  # VDD only
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
 
-def load_params_file(path: str | pathlib.Path) -> DistillConfig:
-    """DistillConfig from a ROS 2 parameter file (the node name key may be ``/**`` or any node name)."""
-    path = pathlib.Path(path)
+# Inclusive bounds of numeric settings (high None = unbounded); the node declares the bounded ones as ROS ranges.
+LIMITS: dict[str, tuple[float, float | None]] = {
+    "torch_threads": (0, None),
+    "checkpoint_every": (0, None),
+    "moe.num_experts": (1, None),
+    "moe.hidden": (1, None),
+    "moe.trunk_blocks": (0, None),
+    "moe.head_hidden": (1, None),
+    "moe.gating_hidden": (1, None),
+    "moe.gating_blocks": (0, None),
+    "moe.min_std": (0.0, None),
+    "moe.mean_init_bound": (0.0, None),
+    "moe.velocity_gain": (0.0, None),
+    "train.iterations": (1, None),
+    "train.batch_size": (1, None),
+    "vdd.samples_per_expert": (1, None),
+    "vdd.expert_steps": (1, None),
+    "vdd.gating_steps": (0, None),
+    "vdd.student_states": (0.0, 1.0),
+    "vdd.student_state_capacity": (0, None),
+    "eval.every": (0, None),
+    "eval.episodes": (1, None),
+    "eval.final_episodes": (0, None),
+}
+
+
+def check_config(cfg: DistillJobConfig) -> None:
+    """Every check that needs no teacher: ranges, device, input paths. Raises ConfigError (one line)."""
+    values = flatten(cfg)
+    for name, (low, high) in LIMITS.items():
+        value = values[name]
+        if value < low or (high is not None and value > high):
+            bound = f">= {low:g}" if high is None else f"in [{low:g}, {high:g}]"
+            raise ConfigError(f"{name} must be {bound}, got {value}")
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be finite, got {value}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    if cfg.moe.init_std <= cfg.moe.min_std:
+        raise ConfigError(f"moe.init_std ({cfg.moe.init_std}) must exceed moe.min_std ({cfg.moe.min_std})")
+    if min(cfg.vdd.noise_low, cfg.vdd.noise_high) >= 0 and cfg.vdd.noise_low > cfg.vdd.noise_high:
+        raise ConfigError(f"vdd.noise_low ({cfg.vdd.noise_low}) exceeds vdd.noise_high ({cfg.vdd.noise_high})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
-    sections = [v["ros__parameters"] for v in data.values() if isinstance(v, dict) and "ros__parameters" in v]
-    if len(sections) != 1:
-        raise ConfigError(f"{path}: expected exactly one '<node>: {{ros__parameters: ...}}' section")
-    return from_dict(DistillConfig, sections[0], where=str(path))
+        resolve_device(cfg.device)
+    except RuntimeError as exc:
+        raise ConfigError(f"device {cfg.device!r}: {exc}") from None
+    if not pathlib.Path(cfg.teacher).is_dir():
+        raise ConfigError(f"teacher {cfg.teacher!r} is not a folder")
+    if not pathlib.Path(cfg.dataset).is_file():
+        raise ConfigError(f"dataset {cfg.dataset!r} is not a file")
+    if pathlib.Path(cfg.output).exists() and not pathlib.Path(cfg.output).is_dir():
+        raise ConfigError(f"output {cfg.output!r} exists and is not a folder")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def teacher_obs_noise(meta: TeacherMeta) -> float | None:
+    """The state jitter the teacher was trained with, if its checkpoint records one."""
+    value = meta.training.get("config", {}).get("obs_noise")
+    return None if value is None else float(value)
 
 
 @dataclasses.dataclass
 class _Inputs:
-    teacher: torch.nn.Module
+    cfg: DistillJobConfig  # with the teacher-dependent values resolved
+    teacher: Teacher
     meta: TeacherMeta
     obs: torch.Tensor  # (N, T, obs_dim), normalised
     actions: torch.Tensor  # (N, H, act_dim), normalised
     teacher_sha: str
     dataset_sha: str
-    task: str
-    warnings: list[str]
+    task_name: str
+    task: Task | None  # None: not a registered task, so no rollout evaluation
+    notices: list[str]
 
 
-def _load_inputs(cfg: DistillConfig, device: torch.device) -> _Inputs:
+def _resolve(cfg: DistillJobConfig, teacher: Teacher, meta: TeacherMeta) -> tuple[DistillJobConfig, list[str]]:
+    """Fill in the teacher's obs_noise and check the noise range against the teacher family."""
+    notices = []
+    recorded = teacher_obs_noise(meta)
+    obs_noise = cfg.train.obs_noise
+    if obs_noise < 0:
+        if recorded is None:
+            notices.append("the teacher records no obs_noise; distilling without state jitter")
+        obs_noise = recorded or 0.0
+    elif recorded is not None and obs_noise != recorded:
+        notices.append(f"train.obs_noise {obs_noise:g} differs from the {recorded:g} the teacher was trained with")
+    if cfg.method == "vdd":
+        bounds = [None if x < 0 else x for x in (cfg.vdd.noise_low, cfg.vdd.noise_high)]
+        try:
+            teacher.check_noise_range(*bounds)
+        except ValueError as exc:
+            raise ConfigError(f"vdd.noise_low/noise_high for this {meta.family} teacher: {exc}") from None
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, obs_noise=obs_noise)), notices
+
+
+def _load_inputs(cfg: DistillJobConfig, device: torch.device) -> _Inputs:
     """Load and cross-check teacher and dataset; any defect raises DistillError naming the file."""
     try:
         teacher, meta = load_teacher(cfg.teacher, device=str(device))
         teacher_sha = teacher_sha256(cfg.teacher)
     except TeacherCheckpointError as exc:
         raise DistillError(f"teacher {cfg.teacher}: {exc}") from exc
+    cfg, notices = _resolve(cfg, teacher, meta)
     try:
         ds = load_dataset(cfg.dataset)
         data_sha = dataset_sha256(cfg.dataset)
@@ -133,66 +200,40 @@ def _load_inputs(cfg: DistillConfig, device: torch.device) -> _Inputs:
             f"dataset {cfg.dataset} has columns {ds.obs_names}/{ds.act_names} but the teacher expects "
             f"{meta.obs_names}/{meta.act_names}"
         )
-    warnings = []
     if meta.dataset_sha256 and meta.dataset_sha256 != data_sha:
-        warnings.append(f"teacher was trained on dataset {meta.dataset_sha256[:12]}, distilling on {data_sha[:12]}")
+        notices.append(f"teacher was trained on dataset {meta.dataset_sha256[:12]}, distilling on {data_sha[:12]}")
+    task_name = ds.task or meta.task
+    try:
+        task = get_task(task_name) if task_name else None
+    except UnknownTaskError:
+        task = None
     obs, act = make_windows(ds, meta.obs_window, meta.act_chunk)
     obs_t = torch.from_numpy(meta.obs_norm.normalize(obs))
     act_t = torch.from_numpy(meta.act_norm.normalize(act))
-    return _Inputs(teacher, meta, obs_t, act_t, teacher_sha, data_sha, ds.task or meta.task, warnings)
+    return _Inputs(cfg, teacher, meta, obs_t, act_t, teacher_sha, data_sha, task_name, task, notices)
 
 
-def _moe_config(cfg: DistillConfig, meta: TeacherMeta) -> MoEConfig:
-    return MoEConfig(
-        obs_dim=meta.obs_dim,
-        act_dim=meta.act_dim,
-        obs_window=meta.obs_window,
-        act_chunk=meta.act_chunk,
-        num_experts=cfg.num_experts,
-        covariance=cfg.covariance,
-        activation=cfg.activation,
-        hidden=cfg.hidden,
-        trunk_blocks=cfg.trunk_blocks,
-        head_hidden=cfg.head_hidden,
-        velocity_gain=cfg.velocity_gain,
-        gating=cfg.gating,
-    )
-
-
-def _make_trainer(cfg: DistillConfig, inputs: _Inputs, device: torch.device) -> MoETrainer:
+def _make_trainer(inputs: _Inputs, device: torch.device) -> MoETrainer:
+    cfg = inputs.cfg
     torch.manual_seed(cfg.seed)
-    moe = GaussianMoE(_moe_config(cfg, inputs.meta))
+    moe = GaussianMoE(inputs.teacher.shape, cfg.moe)
     moe.fit_delta_scale(inputs.obs)
     if cfg.method == "em":
-        em = EMConfig(
-            iterations=cfg.iterations, batch_size=cfg.batch_size, lr=cfg.lr, obs_noise=cfg.obs_noise, seed=cfg.seed
-        )
-        return EMTrainer(moe, inputs.obs, inputs.actions, em, device)
-    vdd = VDDConfig(
-        iterations=cfg.iterations,
-        batch_size=cfg.batch_size,
-        samples_per_expert=cfg.samples_per_expert,
-        noise_low=None if cfg.noise_low < 0 else cfg.noise_low,
-        noise_high=None if cfg.noise_high < 0 else cfg.noise_high,
-        lr=cfg.lr,
-        obs_noise=cfg.obs_noise,
-        student_states=cfg.student_states,
-        seed=cfg.seed,
-    )
-    return VDDTrainer(moe, inputs.teacher, inputs.obs, inputs.actions, vdd, device)
+        return EMTrainer(moe, inputs.obs, inputs.actions, cfg.train, cfg.seed, device)
+    return VDDTrainer(moe, inputs.teacher, inputs.obs, inputs.actions, cfg.train, cfg.vdd, cfg.seed, device)
 
 
-def _contract(cfg: DistillConfig, inputs: _Inputs, moe: GaussianMoE, iteration: int) -> PolicyContract:
-    meta = inputs.meta
+def _contract(inputs: _Inputs, moe: GaussianMoE, iteration: int) -> PolicyContract:
+    cfg, meta = inputs.cfg, inputs.meta
     now = datetime.datetime.now(datetime.UTC)
     training = {
-        **dataclasses.asdict(cfg),
+        **to_dict(cfg),
+        "moe": moe.describe(),
         "iterations_done": iteration,
-        "moe": dataclasses.asdict(moe.config),
         "teacher_family": meta.family,
     }
     return PolicyContract(
-        policy_id=cfg.policy_id or f"{inputs.task or 'policy'}-{cfg.method}-{now:%Y%m%dT%H%M%SZ}",
+        policy_id=cfg.policy_id or f"{inputs.task_name or 'policy'}-{cfg.method}-{now:%Y%m%dT%H%M%SZ}",
         obs_dim=meta.obs_dim,
         act_dim=meta.act_dim,
         obs_window=meta.obs_window,
@@ -203,7 +244,7 @@ def _contract(cfg: DistillConfig, inputs: _Inputs, moe: GaussianMoE, iteration: 
         act_names=meta.act_names,
         obs_normalizer=meta.obs_normalizer,
         act_normalizer=meta.act_normalizer,
-        task=inputs.task,
+        task=inputs.task_name,
         covariance=moe.config.covariance,
         teacher_sha256=inputs.teacher_sha if cfg.method == "vdd" else "",
         dataset_sha256=inputs.dataset_sha,
@@ -213,12 +254,13 @@ def _contract(cfg: DistillConfig, inputs: _Inputs, moe: GaussianMoE, iteration: 
 
 
 def _evaluate(
-    cfg: DistillConfig,
     inputs: _Inputs,
+    task: Task,
     moe: GaussianMoE,
     iteration: int,
     episodes: int,
     path: pathlib.Path,
+    report: OnProgress,
     collect_states: bool = False,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Export ``moe`` to ``path`` and roll the exported graph out: what is evaluated is what ships.
@@ -226,11 +268,11 @@ def _evaluate(
     With ``collect_states`` also returns the raw observation windows of the rollouts (each
     window once: a finished episode's frozen state is not repeated).
     """
-    export_policy(moe, _contract(cfg, inputs, moe, iteration), inputs.meta.obs_norm, inputs.meta.act_norm, path)
-    policy = OnnxPolicy(str(path), mode=cfg.eval_mode, seed=EVAL_SEED)
+    export_policy(moe, _contract(inputs, moe, iteration), inputs.meta.obs_norm, inputs.meta.act_norm, path)
+    policy = OnnxPolicy(str(path), mode=inputs.cfg.eval.mode, seed=EVAL_SEED)
     if collect_states:
         policy.visited = []
-    result = run_rollouts(policy, episodes=episodes, seed=EVAL_SEED)
+    result = run_rollouts(policy, task, episodes=episodes, seed=EVAL_SEED, on_progress=report)
     states = None
     if policy.visited:
         steps = np.stack(policy.visited)  # (L, B, T, obs_dim)
@@ -239,30 +281,41 @@ def _evaluate(
     return {"iteration": iteration, **result.to_json_dict()}, states
 
 
+def _eval_event(ev: dict[str, Any], final: bool = False) -> EvalResult:
+    return EvalResult(ev["iteration"], ev["success_rate"], ev["entropy"], ev["episodes"], final, ev)
+
+
+def _train_event(stats: dict[str, float]) -> TrainProgress:
+    rest = {k: v for k, v in stats.items() if k not in ("iteration", "iterations")}
+    return TrainProgress(int(stats["iteration"]), int(stats["iterations"]), rest)
+
+
 def run_distillation(
-    cfg: DistillConfig,
-    on_progress: Callable[[dict], None] | None = None,
+    cfg: DistillJobConfig,
+    on_progress: OnProgress = ignore,
     should_stop: Callable[[], bool] | None = None,
-) -> dict:
-    """Train (resuming from ``<output>/checkpoint``), export ``<output>/policy.onnx``, evaluate on Avoiding.
+) -> dict[str, Any]:
+    """Train (resuming from ``<output>/checkpoint``), export ``<output>/policy.onnx``, evaluate on the task.
 
     Returns the summary also written to ``<output>/summary.json``; ``status`` is "done" or
-    "stopped" (checkpoint saved, nothing exported). Raises DistillError for unusable inputs
-    and NonFiniteLossError if training diverges (the last good checkpoint is kept).
+    "stopped" (checkpoint saved, nothing exported). Raises ConfigError for bad settings and
+    DistillError for unusable inputs, both before anything is written, and NonFiniteError
+    if training diverges (the last good checkpoint is kept).
     """
     start = time.monotonic()
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
+    check_config(cfg)
+    set_threads(cfg.torch_threads)
     device = resolve_device(cfg.device)
+    inputs = _load_inputs(cfg, device)
+    cfg = inputs.cfg
+    report = on_progress
     out = pathlib.Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
-    inputs = _load_inputs(cfg, device)
-    report = on_progress or (lambda _: None)
-    for warning in inputs.warnings:
-        report({"event": "warning", "message": warning})
+    for notice in inputs.notices:
+        report(Notice(notice))
 
-    trainer = _make_trainer(cfg, inputs, device)
-    fingerprint = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("device", "torch_threads")}
+    trainer = _make_trainer(inputs, device)
+    fingerprint = {k: v for k, v in flatten(cfg).items() if k not in ("device", "torch_threads")}
     ckpt = out / "checkpoint"
     try:
         resumed = trainer.load_checkpoint(ckpt)
@@ -270,36 +323,38 @@ def run_distillation(
         raise DistillError(str(exc)) from exc
     if trainer.skipped_checkpoints:
         skipped = "; ".join(trainer.skipped_checkpoints)
-        report({"event": "warning", "message": f"skipped unusable checkpoint {skipped}; resumed from an older one"})
+        report(Notice(f"skipped unusable checkpoint {skipped}; resumed from an older one"))
     if resumed:
         if trainer.extra.get("config") != fingerprint:
             raise DistillError(f"{ckpt} was written by a different configuration; remove it or choose another output")
-        report({"event": "resumed", "iteration": trainer.iteration})
+        report(Resumed(trainer.iteration))
     else:
         trainer.extra = {"config": fingerprint, "evals": [], "best": None}
 
-    evaluate = cfg.eval_every > 0 and inputs.task == AVOIDING
+    iterations, every = cfg.train.iterations, cfg.eval.every
+    task = inputs.task if every > 0 else None
     candidate = out / ".candidate.onnx"
-    while trainer.iteration < cfg.iterations:
-        until = (trainer.iteration // cfg.eval_every + 1) * cfg.eval_every if evaluate else cfg.iterations
+    while trainer.iteration < iterations:
+        until = (trainer.iteration // every + 1) * every if task is not None else iterations
         finished = trainer.run(
             ckpt,
             cfg.checkpoint_every,
             until=until,
-            on_progress=lambda s: report({"event": "train", **s}),
+            on_progress=lambda s: report(_train_event(s)),
             should_stop=should_stop,
         )
         if not finished:
             return _finish(out, {"status": "stopped", "iteration": trainer.iteration}, start)
-        if evaluate:
+        if task is not None:
+            collect = cfg.method == "vdd" and cfg.vdd.student_states > 0
             ev, visited = _evaluate(
-                cfg, inputs, trainer.moe, trainer.iteration, cfg.eval_episodes, candidate, cfg.student_states > 0
+                inputs, task, trainer.moe, trainer.iteration, cfg.eval.episodes, candidate, report, collect
             )
             if visited is not None:
                 states = torch.from_numpy(inputs.meta.obs_norm.normalize(visited))
-                trainer.add_student_states(states, cfg.student_state_capacity)
+                trainer.add_student_states(states, cfg.vdd.student_state_capacity)
                 ev["student_states"] = int(trainer.student_obs.shape[0])
-            report({"event": "eval", **ev})
+            report(_eval_event(ev))
             trainer.extra["evals"].append(ev)
             best = trainer.extra["best"]
             if best is None or ev["score"] > best["score"]:
@@ -315,76 +370,38 @@ def run_distillation(
     if trainer.extra.get("best") is not None:
         moe = GaussianMoE.load(out / "best")
         chosen = trainer.extra["best"]["iteration"]
-    policy_path = out / "policy.onnx"
     summary: dict[str, Any] = {"status": "done", "iteration": trainer.iteration, "selected_iteration": chosen}
-    if inputs.task == AVOIDING and cfg.final_eval_episodes > 0:
-        # Evaluate a temporary export, then publish the very same bytes under policy.onnx.
-        with tempfile.TemporaryDirectory(dir=out) as tmp:
-            final, _ = _evaluate(cfg, inputs, moe, chosen, cfg.final_eval_episodes, pathlib.Path(tmp) / "policy.onnx")
-            summary["eval"] = final
-            report({"event": "final_eval", **final})
-            pathlib.Path(tmp, "policy.onnx").replace(policy_path)
-            pathlib.Path(tmp, "policy.onnx.sha256").replace(f"{policy_path}.sha256")
-    else:
-        export_policy(moe, _contract(cfg, inputs, moe, chosen), inputs.meta.obs_norm, inputs.meta.act_norm, policy_path)
+    summary.update(_publish(inputs, moe, chosen, out / "policy.onnx", report))
     summary.update(
-        policy=str(policy_path),
-        sha256=pathlib.Path(f"{policy_path}.sha256").read_text().split()[0],
         train_seconds=round(train_s, 1),
         evals=trainer.extra.get("evals", []),
-        warnings=inputs.warnings,
+        warnings=inputs.notices,
     )
     return _finish(out, summary, start)
 
 
+def _publish(
+    inputs: _Inputs, moe: GaussianMoE, iteration: int, policy_path: pathlib.Path, report: OnProgress
+) -> dict[str, Any]:
+    """Export ``policy.onnx``; with a task, evaluate a temporary export and publish the very same bytes."""
+    episodes = inputs.cfg.eval.final_episodes
+    published: dict[str, Any] = {"policy": str(policy_path)}
+    if inputs.task is not None and episodes > 0:
+        with tempfile.TemporaryDirectory(dir=policy_path.parent) as tmp:
+            tmp_path = pathlib.Path(tmp) / "policy.onnx"
+            final, _ = _evaluate(inputs, inputs.task, moe, iteration, episodes, tmp_path, report)
+            published["eval"] = final
+            report(_eval_event(final, final=True))
+            pathlib.Path(tmp, "policy.onnx").replace(policy_path)
+            pathlib.Path(tmp, "policy.onnx.sha256").replace(f"{policy_path}.sha256")
+    else:
+        contract = _contract(inputs, moe, iteration)
+        export_policy(moe, contract, inputs.meta.obs_norm, inputs.meta.act_norm, policy_path)
+    published["sha256"] = pathlib.Path(f"{policy_path}.sha256").read_text().split()[0]
+    return published
+
+
 def _finish(out: pathlib.Path, summary: dict[str, Any], start: float) -> dict[str, Any]:
     summary["seconds"] = round(time.monotonic() - start, 1)
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, default=float))
-    tmp.replace(out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     return summary
-
-
-def describe_eval(event: dict) -> str:
-    """One line for an "eval"/"final_eval" progress event (shared by the CLI, node and demo)."""
-    return (
-        f"{event['event']} @ {event['iteration']}: success {event['success_rate']:.3f}, "
-        f"entropy {event['entropy']:.3f} over {event['episodes']} rollouts"
-    )
-
-
-def _print_progress(event: dict) -> None:
-    kind = event.get("event")
-    if kind == "train":
-        fields = " ".join(f"{k}={v:.4g}" for k, v in event.items() if isinstance(v, float))
-        print(f"[{event['iteration']}/{event['iterations']}] {fields}", flush=True)
-    elif kind in ("eval", "final_eval"):
-        print(describe_eval(event), flush=True)
-    else:
-        print(json.dumps(event), flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vdd_ros.pipeline.distill_job", description=__doc__.splitlines()[0])
-    parser.add_argument("--params-file", required=True, help="ROS 2 parameter YAML with DistillConfig keys")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override keys (YAML values)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_params_file(args.params_file)
-        overrides = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key] = yaml.safe_load(value)
-        cfg = from_dict(DistillConfig, {**dataclasses.asdict(cfg), **overrides}, where="--set")
-        summary = run_distillation(cfg, on_progress=_print_progress)
-    except (ConfigError, DistillError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: v for k, v in summary.items() if k != "evals"}, indent=1, default=float))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

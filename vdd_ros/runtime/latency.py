@@ -1,8 +1,29 @@
-"""Fixed-size latency record for a real-time loop: O(1) insert, percentiles on demand."""
+"""Latency records: a fixed-size window for a real-time loop, and timed repeated calls for benchmarks."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
+
+
+def latency_samples_ms(fn: Callable[[], object], repeats: int, warmup: int = 20) -> np.ndarray:
+    """Wall time of ``repeats`` calls after ``warmup`` untimed ones, in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    samples = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples[i] = time.perf_counter() - start
+    return samples * 1e3
+
+
+def time_calls(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """p50 and p99 of ``latency_samples_ms``: the figures the benchmarks report."""
+    p50, p99 = np.percentile(latency_samples_ms(fn, repeats), [50, 99])
+    return {"p50_ms": float(p50), "p99_ms": float(p99)}
 
 
 class LatencyWindow:

@@ -19,18 +19,15 @@ import numpy as np
 import onnxruntime as ort
 from scipy import special
 
+from vdd_ros.data.noise import DEFAULT_NOISE_CORRELATION, CorrelatedNormal
+from vdd_ros.data.window import ObservationWindow
 from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract
 from vdd_ros.runtime.bound_session import BoundSession
 from vdd_ros.runtime.vetting import vet_graph
-from vdd_ros.data.window import ObservationWindow
 
 SamplingMode = Literal["mean", "sample", "greedy"]
 SAMPLING_MODES: tuple[str, ...] = ("mean", "sample", "greedy")
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
-# Same temporal coherence as the teachers' samplers (~50 observations, 1.75 s at 35 ms); 0 = the paper's rule.
-# Measured on Avoiding (5 x 480 rollouts): rho 0 / 0.9 / 0.98 -> student success 0.90 / 0.93 / 0.95, entropy
-# 0.66 / 0.92 / 0.94; the DDPM teacher (3 x 480) 0.950 -> 0.964 from 0.9 to 0.98 at the same entropy.
-DEFAULT_NOISE_CORRELATION = 0.98
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,47 +58,31 @@ class NoiseSource:
     sample: both live (expert mean + Cholesky factor times eps);
     greedy: both zero (most likely expert, its mean).
 
-    ``correlation`` rho in [0, 1) makes the noise of one stream an AR(1) process over
-    calls: a latent u_t = rho u_{t-1} + sqrt(1 - rho^2) n_t is N(0, 1) at every step and is
-    mapped to Gumbel(0, 1) (through the normal CDF) and used as eps. Each call's noise keeps
-    its exact marginal law (Gumbel-max still draws z with probability q(z|s) for that noise),
-    but consecutive steps tend to keep their expert instead of re-drawing it every 35 ms.
-    rho = 0 is the paper's rule.
+    ``correlation`` rho (``vdd_ros.data.noise``) makes the noise of one stream an AR(1)
+    process over calls: its standard-normal latent is mapped to Gumbel(0, 1) (through the
+    normal CDF) and used as eps. Each call's noise keeps its exact marginal law (Gumbel-max
+    still draws z with probability q(z|s) for that noise), but consecutive steps tend to keep
+    their expert instead of re-drawing it every 35 ms. rho = 0 is the paper's rule.
     """
 
     def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int, correlation: float = 0.0) -> None:
         if mode not in SAMPLING_MODES:
             raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {mode!r}")
-        if not 0.0 <= correlation < 1.0:
-            raise ValueError(f"noise_correlation must be in [0, 1), got {correlation}")
         self.mode = mode
-        self.correlation = correlation
-        self._rng = np.random.default_rng(seed)
+        self._stream = CorrelatedNormal(np.random.default_rng(seed), correlation)
         self._z = num_experts
         self._d = noise_dim
-        self._latent: np.ndarray | None = None
 
     def reset(self, mask: np.ndarray | None = None) -> None:
         """Start fresh (uncorrelated) noise for all streams, or those where ``mask`` is true."""
-        if mask is None or self._latent is None:
-            self._latent = None
-        else:
-            self._latent[mask] = self._rng.standard_normal(self._latent[mask].shape)
-
-    def _normal(self, batch: int) -> np.ndarray:
-        fresh = self._rng.standard_normal((batch, self._z + self._d))
-        rho = self.correlation
-        if rho > 0 and self._latent is not None and self._latent.shape[0] == batch:
-            fresh = rho * self._latent + np.sqrt(1.0 - rho * rho) * fresh
-        self._latent = fresh
-        return fresh
+        self._stream.reset(mask)
 
     def draw(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         gumbel = np.zeros((batch, self._z), dtype=np.float32)
         eps = np.zeros((batch, self._d), dtype=np.float32)
         if self.mode == "greedy":
             return gumbel, eps
-        normal = self._normal(batch)
+        normal = self._stream.draw((batch, self._z + self._d))
         u = np.clip(special.ndtr(normal[:, : self._z]), 1e-12, 1.0 - 1e-12)
         gumbel[:] = -np.log(-np.log(u))
         if self.mode == "sample":

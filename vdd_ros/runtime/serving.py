@@ -32,11 +32,11 @@ import time
 
 import numpy as np
 
+from vdd_ros.data.window import ObservationWindow
 from vdd_ros.runtime.latency import LatencyWindow
 from vdd_ros.runtime.onnx_policy import DEFAULT_NOISE_CORRELATION, LoadedPolicy, NoiseSource
 from vdd_ros.runtime.safety import ActionFilter
 from vdd_ros.runtime.vetting import output_problem
-from vdd_ros.data.window import ObservationWindow
 
 STALE_BEHAVIOURS = ("hold", "zero", "stop")
 

@@ -1,61 +1,69 @@
-"""Evaluate any Policy on the Avoiding task: vectorised rollouts, D3IL metrics and a trajectory plot."""
+"""Evaluate any Policy on any Task: vectorised closed-loop rollouts, mode metrics, the task's plot."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import time
 from typing import Any
 
 import numpy as np
 
+from vdd_ros.tasks.base import StepResult, Task
+from vdd_ros.tasks.metrics import behaviour_entropy, mode_histogram, mode_kl, selection_score
 from vdd_ros.tasks.policy import Policy
-from vdd_ros.tasks.avoiding import (
-    COLLISION_DIST,
-    FINISH_Y,
-    MAX_STEPS,
-    NUM_PATHS,
-    OBSTACLE_RADII,
-    OBSTACLES,
-    AvoidingEnv,
-)
-from vdd_ros.tasks.metrics import behaviour_entropy, path_histogram, path_kl, selection_score
+from vdd_ros.tasks.registry import get_task
+from vdd_ros.util.progress import OnProgress, RolloutProgress
+
+PROGRESS_INTERVAL_S = 10.0  # wall time between RolloutProgress events (one more at the end)
 
 
 @dataclasses.dataclass
 class RolloutResult:
-    """Aggregate D3IL metrics over ``episodes`` rollouts; entropy/KL/mode_counts use successes with a valid path."""
+    """Aggregate metrics over ``episodes`` rollouts; entropy/KL/mode_counts use successes with a mode label."""
 
+    task: Task = dataclasses.field(repr=False)
     episodes: int
     success_rate: float
-    entropy: float
+    entropy: float  # normalised to [0, 1] by log(task.num_modes)
     kl_to_uniform: float  # nats; NaN when nothing succeeded
-    mode_counts: list[int]  # 24 bins over successful rollouts
-    invalid_codes: int  # successful rollouts whose 9-bit code is not one of the 24 paths
-    collisions: int
-    timeouts: int
+    mode_counts: list[int]  # task.num_modes bins over successful rollouts
+    timeouts: int  # neither success nor the task's failure condition
     mean_steps: float
-    trajectories: list[np.ndarray] = dataclasses.field(repr=False)  # actual xy (L+1, 2) per episode
-    paths: np.ndarray = dataclasses.field(repr=False)  # (episodes,) path id or -1
+    extras: dict[str, Any]  # task-specific figures (Avoiding: collisions, invalid_codes)
+    trajectories: list[np.ndarray] = dataclasses.field(repr=False)  # observations (L+1, obs_dim) per episode
+    modes: np.ndarray = dataclasses.field(repr=False)  # (episodes,) mode label of a success, else -1
 
     @property
     def score(self) -> float:
         return selection_score(self.success_rate, self.entropy)
 
+    @property
+    def mode_proportions(self) -> list[float]:
+        """Share of each mode among successful labelled rollouts (all zero when there are none)."""
+        total = sum(self.mode_counts)
+        return [c / total if total else 0.0 for c in self.mode_counts]
+
     def to_json_dict(self) -> dict[str, Any]:
         """Plain JSON-safe summary (no trajectories; NaN becomes null)."""
         return {
+            "task": self.task.name,
             "episodes": self.episodes,
             "success_rate": self.success_rate,
             "entropy": self.entropy,
             "kl_to_uniform": None if math.isnan(self.kl_to_uniform) else self.kl_to_uniform,
             "score": self.score,
             "mode_counts": list(self.mode_counts),
-            "invalid_codes": self.invalid_codes,
-            "collisions": self.collisions,
             "timeouts": self.timeouts,
             "mean_steps": self.mean_steps,
+            **self.extras,
         }
+
+    def plot(self, path: str | os.PathLike[str], title: str = "") -> None:
+        """The task's trajectory plot of these rollouts, as a PNG (default title: the scores)."""
+        title = title or f"success {self.success_rate:.2f}, entropy {self.entropy:.2f}"
+        self.task.plot_trajectories(self.trajectories, self.modes, path, title)
 
 
 def _batch_seed(seed: int, index: int) -> int:
@@ -65,74 +73,68 @@ def _batch_seed(seed: int, index: int) -> int:
 
 def run_rollouts(
     policy: Policy,
+    task: Task | str,
     episodes: int = 480,
     seed: int = 0,
     batch: int | None = None,
     tracking_noise: float = 0.0,
-    progress: bool = False,
+    on_progress: OnProgress | None = None,
 ) -> RolloutResult:
-    """Run ``episodes`` closed-loop rollouts of ``policy``, ``batch`` parallel streams at a time (all if None)."""
+    """Run ``episodes`` closed-loop rollouts of ``policy``, ``batch`` parallel streams at a time (all if None).
+
+    ``task`` is a Task or a registered name. ``on_progress`` receives a RolloutProgress at
+    least every PROGRESS_INTERVAL_S of wall time and once at the end.
+    """
+    task = get_task(task)
     if episodes < 1:
         raise ValueError("run_rollouts: episodes must be >= 1")
     batch = episodes if batch is None else max(1, min(batch, episodes))
-    success, collided, steps, paths, invalid, trajectories = [], [], [], [], [], []
+    finals: list[StepResult] = []
+    trajectories: list[np.ndarray] = []
+    last_report = time.monotonic()
     for b, start in enumerate(range(0, episodes, batch)):
         n = min(batch, episodes - start)
-        env = AvoidingEnv(n, tracking_noise=tracking_noise, seed=_batch_seed(seed, b))
+        env = task.make_env(n, seed=_batch_seed(seed, b), tracking_noise=tracking_noise)
         policy.reset(n, _batch_seed(seed, b))
         obs = env.reset()
-        xy = [env.actual.copy()]
-        for _ in range(MAX_STEPS):
+        log = [obs]
+        for _ in range(task.max_steps):
             res = env.step(policy.act(obs))
             obs = res.obs
-            xy.append(env.actual.copy())
+            log.append(obs)
+            if on_progress is not None and time.monotonic() - last_report >= PROGRESS_INTERVAL_S:
+                last_report = time.monotonic()
+                on_progress(RolloutProgress(start + int(res.done.sum()), episodes, _successes(finals, res)))
             if res.done.all():
                 break
-        xy_arr = np.stack(xy, axis=1)
-        trajectories.extend(xy_arr[i, : res.steps[i] + 1] for i in range(n))
-        success.append(res.success)
-        collided.append(res.collided)
-        steps.append(res.steps)
-        paths.append(res.path)
-        invalid.append(res.invalid_code)
-        if progress:
-            print(f"rollouts {start + n}/{episodes}: success so far {np.concatenate(success).mean():.3f}", flush=True)
-    ok, hit = np.concatenate(success), np.concatenate(collided)
-    path_all, bad = np.concatenate(paths), np.concatenate(invalid)
-    counts = path_histogram(np.where(ok, path_all, -1), NUM_PATHS)
+        obs_log = np.stack(log, axis=1)
+        trajectories.extend(obs_log[i, : res.steps[i] + 1] for i in range(n))
+        finals.append(res)
+    final = StepResult.concat(finals)
+    if on_progress is not None:
+        on_progress(RolloutProgress(episodes, episodes, int(final.success.sum())))
+    return summarize(task, final, trajectories)
+
+
+def _successes(finals: list[StepResult], current: StepResult) -> int:
+    return int(sum(f.success.sum() for f in finals) + current.success.sum())
+
+
+def summarize(task: Task, final: StepResult, trajectories: list[np.ndarray]) -> RolloutResult:
+    """Metrics of finished episodes (``final`` concatenated over batches)."""
+    ok = final.success
+    modes = np.where(ok, final.mode, -1)
+    counts = mode_histogram(modes, task.num_modes)
     return RolloutResult(
-        episodes=episodes,
+        task=task,
+        episodes=len(ok),
         success_rate=float(ok.mean()),
         entropy=behaviour_entropy(counts),
-        kl_to_uniform=path_kl(counts),
+        kl_to_uniform=mode_kl(counts),
         mode_counts=[int(c) for c in counts],
-        invalid_codes=int(np.sum(ok & bad)),
-        collisions=int(hit.sum()),
-        timeouts=int(np.sum(~ok & ~hit)),
-        mean_steps=float(np.concatenate(steps).mean()),
+        timeouts=int(np.sum(~ok & ~final.failed)),
+        mean_steps=float(final.steps.mean()),
+        extras=task.extra_metrics(final),
         trajectories=trajectories,
-        paths=np.where(ok, path_all, -1),
+        modes=modes,
     )
-
-
-def plot_trajectories(result: RolloutResult, path: str | os.PathLike[str], title: str = "") -> None:
-    """Save a PNG of the actual trajectories coloured by path (grey: failed or invalid), with obstacles."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 6))
-    cmap = plt.get_cmap("hsv", NUM_PATHS + 1)
-    for xy, p in zip(result.trajectories, result.paths, strict=True):
-        color = cmap(int(p)) if p >= 0 else (0.5, 0.5, 0.5, 0.6)
-        ax.plot(xy[:, 0], xy[:, 1], color=color, lw=0.8, alpha=0.7)
-    for (cx, cy), r, cd in zip(OBSTACLES, OBSTACLE_RADII, COLLISION_DIST, strict=True):
-        ax.add_patch(plt.Circle((cx, cy), r, color="black"))
-        ax.add_patch(plt.Circle((cx, cy), cd, fill=False, ls="--", color="black", lw=0.6))
-    ax.axhline(FINISH_Y, color="green", ls="--", lw=1.0)
-    ax.set(xlim=(0.15, 0.85), ylim=(-0.32, 0.42), xlabel="x [m]", ylabel="y [m]", aspect="equal")
-    ax.set_title(title or f"success {result.success_rate:.2f}, entropy {result.entropy:.2f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

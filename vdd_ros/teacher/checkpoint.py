@@ -2,37 +2,34 @@
 
 The JSON carries everything a consumer (distillation, TeacherPolicy, export contract)
 needs to rebuild the teacher and feed it raw data: family, network and diffusion
-config, window sizes, names, normalisers, task and provenance hashes.
+config, window sizes, names, normalisers, task and provenance hashes. Both files are
+replaced atomically, weights first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import pathlib
-import tempfile
 from typing import Any
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from vdd_ros.util.config import ConfigError, from_dict
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.teacher.base import DiffusionTeacher
-from vdd_ros.teacher.ddpm import DDPMConfig, DDPMTeacher
-from vdd_ros.teacher.edm import EDMConfig, EDMTeacher
+from vdd_ros.data.shape import PolicyShape
+from vdd_ros.teacher.base import TrainableTeacher
 from vdd_ros.teacher.network import NetworkConfig
+from vdd_ros.teacher.registry import get_family
+from vdd_ros.util.config import from_dict
+from vdd_ros.util.files import atomic_write, atomic_write_text, sha256_file
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 META_FILE = "teacher.json"
-_FAMILIES: dict[str, tuple[type[DiffusionTeacher], type]] = {
-    "ddpm": (DDPMTeacher, DDPMConfig),
-    "edm": (EDMTeacher, EDMConfig),
-}
+# Family settings older teacher.json files may hold that are no longer teacher settings:
+# the sampler-noise correlation belongs to the policy wrapper (``TeacherPolicy``).
+_RETIRED_KEYS = frozenset({"noise_correlation"})
 
 
 class TeacherCheckpointError(ValueError):
@@ -70,20 +67,19 @@ class TeacherMeta:
         return Normalizer.from_dict(self.act_normalizer)
 
 
-def build_teacher(meta: TeacherMeta) -> DiffusionTeacher:
-    """Construct an untrained teacher of the family and sizes that ``meta`` names."""
-    if meta.family not in _FAMILIES:
-        raise TeacherCheckpointError(f"unknown teacher family {meta.family!r}; known: {sorted(_FAMILIES)}")
-    cls, cfg_cls = _FAMILIES[meta.family]
+def build_teacher(meta: TeacherMeta, overrides: dict[str, Any] | None = None) -> TrainableTeacher:
+    """An untrained teacher of the family, sizes and settings ``meta`` names (``overrides``: family settings)."""
+    diffusion = {k: v for k, v in meta.diffusion.items() if k not in _RETIRED_KEYS} | (overrides or {})
     try:
+        family = get_family(meta.family)
         network = from_dict(NetworkConfig, meta.network, "network")
-        config = from_dict(cfg_cls, meta.diffusion, "diffusion")
-    except ConfigError as exc:
+        config = family.parse_config(diffusion, "diffusion")
+    except ValueError as exc:  # ConfigError, UnknownFamilyError, a config's own validation
         raise TeacherCheckpointError(f"teacher.json: {exc}") from exc
-    return cls(meta.obs_dim, meta.act_dim, meta.obs_window, meta.act_chunk, network, config)
+    return family.build(PolicyShape(meta.obs_dim, meta.act_dim, meta.obs_window, meta.act_chunk), network, config)
 
 
-def teacher_meta_fields(teacher: DiffusionTeacher) -> dict[str, Any]:
+def teacher_meta_fields(teacher: TrainableTeacher) -> dict[str, Any]:
     """The meta fields a teacher object itself determines (family, sizes, configs)."""
     return {
         "family": teacher.family,
@@ -96,30 +92,16 @@ def teacher_meta_fields(teacher: DiffusionTeacher) -> dict[str, Any]:
     }
 
 
-def _atomic_write(path: pathlib.Path, write: Any) -> None:
-    """Write through a temp file in the same directory, then os.replace (atomic on POSIX)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def save_teacher(teacher: DiffusionTeacher, meta: TeacherMeta, directory: str | pathlib.Path) -> pathlib.Path:
+def save_teacher(teacher: TrainableTeacher, meta: TeacherMeta, directory: str | pathlib.Path) -> pathlib.Path:
     """Write weights and metadata; each file is replaced atomically, weights first."""
-    if meta.family != teacher.family or teacher_meta_fields(teacher) != {
-        k: getattr(meta, k) for k in teacher_meta_fields(teacher)
-    }:
+    own = teacher_meta_fields(teacher)
+    if own != {k: getattr(meta, k) for k in own}:
         raise TeacherCheckpointError("metadata does not describe this teacher (family, sizes or configs differ)")
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
-    _atomic_write(directory / MODEL_FILE, lambda p: save_file(tensors, p, metadata={"format": "vdd_ros.teacher"}))
-    text = json.dumps(dataclasses.asdict(meta), indent=2, sort_keys=True)
-    _atomic_write(directory / META_FILE, lambda p: pathlib.Path(p).write_text(text))
+    atomic_write(directory / MODEL_FILE, lambda p: save_file(tensors, p, metadata={"format": "vdd_ros.teacher"}))
+    atomic_write_text(directory / META_FILE, json.dumps(dataclasses.asdict(meta), indent=2, sort_keys=True))
     return directory
 
 
@@ -157,11 +139,16 @@ def _read_meta(path: pathlib.Path) -> TeacherMeta:
     return meta
 
 
-def load_teacher(directory: str | pathlib.Path, device: str = "cpu") -> tuple[DiffusionTeacher, TeacherMeta]:
-    """Rebuild a teacher from ``directory``; returns it in eval mode with its metadata."""
+def load_teacher(
+    directory: str | pathlib.Path, device: str = "cpu", sampler: str | None = None
+) -> tuple[TrainableTeacher, TeacherMeta]:
+    """Rebuild a teacher from ``directory``; returns it in eval mode with its metadata.
+
+    ``sampler`` replaces the family's saved sampler setting (e.g. "ddim" for a DDPM teacher).
+    """
     directory = pathlib.Path(directory)
     meta = _read_meta(directory / META_FILE)
-    teacher = build_teacher(meta)
+    teacher = build_teacher(meta, None if sampler is None else {"sampler": sampler})
     try:
         tensors = load_file(directory / MODEL_FILE)
     except FileNotFoundError as exc:
@@ -178,83 +165,7 @@ def load_teacher(directory: str | pathlib.Path, device: str = "cpu") -> tuple[Di
 def teacher_sha256(directory: str | pathlib.Path) -> str:
     """Identity of a teacher: SHA-256 over model.safetensors then teacher.json."""
     directory = pathlib.Path(directory)
-    h = hashlib.sha256()
-    for name in (MODEL_FILE, META_FILE):
-        try:
-            h.update((directory / name).read_bytes())
-        except OSError as exc:
-            raise TeacherCheckpointError(f"cannot read {directory / name}: {exc}") from exc
-    return h.hexdigest()
-
-
-STATE_TENSORS = "state.safetensors"
-STATE_JSON = "state.json"
-
-
-@dataclasses.dataclass
-class TrainingState:
-    """What resuming needs: live and EMA weights, AdamW moments, step, RNG, scalars."""
-
-    model: dict[str, torch.Tensor]
-    ema: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    step: int
-    rng: dict[str, torch.Tensor]
-    info: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def save_training_state(state: TrainingState, directory: str | pathlib.Path) -> None:
-    """Flatten everything into one safetensors file plus JSON scalars (no pickle)."""
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v for k, v in state.model.items()}
-    tensors |= {f"ema.{k}": v for k, v in state.ema.items()}
-    tensors |= {f"rng.{k}": v for k, v in state.rng.items()}
-    opt_scalars: dict[str, dict[str, Any]] = {}
-    for idx, slots in state.optimizer["state"].items():
-        for key, value in slots.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"optim.{idx}.{key}"] = value
-            else:
-                opt_scalars.setdefault(str(idx), {})[key] = value
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    scalars = {
-        "format_version": FORMAT_VERSION,
-        "step": state.step,
-        "param_groups": state.optimizer["param_groups"],
-        "optim_scalars": opt_scalars,
-        "info": state.info,
-    }
-    _atomic_write(directory / STATE_TENSORS, lambda p: save_file(tensors, p))
-    _atomic_write(directory / STATE_JSON, lambda p: pathlib.Path(p).write_text(json.dumps(scalars, indent=1)))
-
-
-def load_training_state(directory: str | pathlib.Path) -> TrainingState:
-    """Inverse of ``save_training_state``; raises TeacherCheckpointError when unreadable."""
-    directory = pathlib.Path(directory)
     try:
-        scalars = json.loads((directory / STATE_JSON).read_text())
-        tensors = load_file(directory / STATE_TENSORS)
-    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
-        raise TeacherCheckpointError(f"cannot read training state in {directory}: {exc}") from exc
-    if not isinstance(scalars, dict) or scalars.get("format_version") != FORMAT_VERSION:
-        raise TeacherCheckpointError(f"{directory / STATE_JSON}: unsupported or corrupt training state")
-    groups: dict[str, dict[str, torch.Tensor]] = {"model": {}, "ema": {}, "rng": {}}
-    opt_state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        kind, rest = name.split(".", 1)
-        if kind == "optim":
-            idx, key = rest.split(".", 1)
-            opt_state.setdefault(int(idx), {})[key] = value
-        else:
-            groups[kind][rest] = value
-    for idx, slots in scalars["optim_scalars"].items():
-        opt_state.setdefault(int(idx), {}).update(slots)
-    return TrainingState(
-        model=groups["model"],
-        ema=groups["ema"],
-        optimizer={"state": opt_state, "param_groups": scalars["param_groups"]},
-        step=int(scalars["step"]),
-        rng=groups["rng"],
-        info=scalars.get("info", {}),
-    )
+        return sha256_file(directory / MODEL_FILE, directory / META_FILE)
+    except OSError as exc:
+        raise TeacherCheckpointError(f"cannot read {exc.filename}: {exc.strerror}") from exc

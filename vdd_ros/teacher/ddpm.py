@@ -1,8 +1,8 @@
 """DDPM teacher: epsilon prediction on a short cosine schedule (VDD's avoiding-DDPM teacher).
 
 Sampling walks a strided sub-sequence of the N training steps, so any step count k <= N
-works. ``eta`` = 1 gives DDPM ancestral sampling (exact DDPM posterior when k = N),
-``eta`` = 0 gives deterministic DDIM.
+works: "ddpm" is ancestral sampling (the exact DDPM posterior when k = N), "ddim" the
+deterministic DDIM walk (``teacher.samplers``).
 """
 
 from __future__ import annotations
@@ -14,30 +14,51 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from vdd_ros.teacher import samplers
 from vdd_ros.teacher.base import NetworkTeacher
 from vdd_ros.teacher.network import NetworkConfig
+from vdd_ros.util.config import knob
 
-Sampler = Literal["ddpm", "ddim"]
+_SAMPLERS = {"ddpm": samplers.ddpm_ancestral, "ddim": samplers.ddim}
 
 
 @dataclasses.dataclass(frozen=True)
 class DDPMConfig:
-    """Schedule, sampler defaults and distillation noise levels.
+    """Schedule, sampler and distillation noise levels of a DDPM teacher.
 
-    ``clip_x0`` bounds the predicted clean action (normalised units) in each sampler
-    step: at the last cosine step sqrt(alpha_bar) is 0.006, so an unclipped x0 estimate
-    amplifies epsilon errors ~160x. 3 is just outside the z-scored avoiding actions
-    (|z| <= 2.8); 0 disables clipping. ``sampler`` "ddpm" is ancestral (eta = 1), "ddim"
-    deterministic (eta = 0); on the avoiding task ancestral sampling is the more reliable.
+    The default distillation level is t = 0: ``score`` feeds the clean action unrescaled, so
+    the DDPM score at step t pulls towards sqrt(alpha_bar_t) * a, shrinking actions towards
+    the data mean; t = 0 (sqrt(alpha_bar) 0.98) is the least biased level.
+
+    ``clip_x0``: at the last cosine step sqrt(alpha_bar) is 0.006, so an unclipped x0
+    estimate amplifies epsilon errors ~160x; 3 is just outside the z-scored avoiding actions
+    (|z| <= 2.8).
     """
 
-    steps: int = 8
-    sampler: Sampler = "ddpm"
-    sample_steps: int = 8
-    clip_x0: float = 3.0
-    noise_correlation: float = 0.98  # TeacherPolicy default: AR(1) sampler noise over control steps
-    noise_low: int = 1
-    noise_high: int = 4
+    steps: int = knob(8, "N, diffusion steps of the cosine schedule (training and sampling)")
+    sampler: Literal["ddpm", "ddim"] = knob(
+        "ddpm", "ddpm: ancestral (the more reliable on Avoiding); ddim: deterministic"
+    )
+    sample_steps: int = knob(8, "default sampling steps k, 1..steps (a strided sub-sequence of the N steps)")
+    clip_x0: float = knob(3.0, "bound on the predicted clean action (normalised units) in each sampler step; 0 = off")
+    noise_low: int = knob(0, "default lowest distillation step t (0 <= low <= high < steps)")
+    noise_high: int = knob(0, "default highest distillation step t")
+
+    def __post_init__(self) -> None:
+        if self.sampler not in _SAMPLERS:
+            raise ValueError(f"unknown DDPM sampler {self.sampler!r}; known: {sorted(_SAMPLERS)}")
+        if not 1 <= self.sample_steps <= self.steps:
+            raise ValueError(f"DDPM needs 1 <= sample_steps <= steps, got {self.sample_steps} and {self.steps}")
+        if self.clip_x0 < 0:
+            raise ValueError(f"DDPM clip_x0 must be >= 0 (0 = off), got {self.clip_x0}")
+        _step_range(self.noise_low, self.noise_high, self.steps)
+
+
+def _step_range(low: float, high: float, steps: int) -> tuple[int, int]:
+    """(low, high) as ints if they are whole steps with 0 <= low <= high < steps, else ValueError."""
+    if not (low == int(low) and high == int(high) and 0 <= low <= high < steps):
+        raise ValueError(f"DDPM noise levels are whole steps t with 0 <= low <= high < {steps}, got {low}..{high}")
+    return int(low), int(high)
 
 
 def cosine_alpha_bar(steps: int, s: float = 0.008) -> torch.Tensor:
@@ -73,8 +94,6 @@ class DDPMTeacher(NetworkTeacher):
     ) -> None:
         super().__init__(obs_dim, act_dim, obs_window, act_chunk, network)
         self.config = config or DDPMConfig()
-        if not 0 <= self.config.noise_low <= self.config.noise_high < self.config.steps:
-            raise ValueError("DDPM noise_low/noise_high must satisfy 0 <= low <= high < steps")
         self.register_buffer("alpha_bar", cosine_alpha_bar(self.config.steps).float(), persistent=False)
 
     def eps(self, noisy: torch.Tensor, obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -92,11 +111,18 @@ class DDPMTeacher(NetworkTeacher):
         t = noise_level.long().to(actions.device)
         return -self.eps(actions, obs, t) / (1 - self.alpha_bar[t]).sqrt().view(-1, 1, 1)
 
+    def _noise_range(self, low: float | None, high: float | None) -> tuple[int, int]:
+        lo = self.config.noise_low if low is None else low
+        hi = self.config.noise_high if high is None else high
+        return _step_range(lo, hi, self.config.steps)
+
+    def check_noise_range(self, low: float | None, high: float | None) -> None:
+        self._noise_range(low, high)
+
     def sample_noise_levels(
         self, n: int, low: float | None = None, high: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        lo = int(self.config.noise_low if low is None else low)
-        hi = int(self.config.noise_high if high is None else high)
+        lo, hi = self._noise_range(low, high)
         return torch.randint(lo, hi + 1, (n,), generator=generator, device=self.alpha_bar.device)
 
     @torch.no_grad()
@@ -104,32 +130,14 @@ class DDPMTeacher(NetworkTeacher):
         self,
         obs: torch.Tensor,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
-        sampler: Sampler | None = None,
         noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``noise`` (steps + 1, B, H, A), if given, replaces the random draws: row 0 starts
-        the chain, row i + 1 is step i's ancestral noise (lets callers correlate it over time)."""
-        sampler = sampler or self.config.sampler
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"unknown DDPM sampler {sampler!r}")
-        eta = 1.0 if sampler == "ddpm" else 0.0
+        timesteps = strided_timesteps(self.config.steps, steps or self.config.sample_steps)
+        noise = self._sampler_noise(obs, len(timesteps), noise, generator)
         b = obs.shape[0]
-        shape = (b, self.act_chunk, self.act_dim)
-        ts = strided_timesteps(self.config.steps, steps or self.config.sample_steps)
-        if noise is None:
-            noise = torch.randn((len(ts) + 1, *shape), generator=generator, device=obs.device, dtype=obs.dtype)
-        x = noise[0]
-        for i, t in enumerate(ts):
-            ab = self.alpha_bar[t]
-            ab_prev = self.alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.ones_like(ab)
-            eps = self.eps(x, obs, torch.full((b,), t, device=obs.device))
-            x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
-            if self.config.clip_x0 > 0:
-                x0 = x0.clamp(-self.config.clip_x0, self.config.clip_x0)
-                eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-            var = eta**2 * (1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)
-            x = ab_prev.sqrt() * x0 + (1 - ab_prev - var).clamp_min(0).sqrt() * eps
-            if i + 1 < len(ts) and eta > 0:
-                x = x + var.sqrt() * noise[i + 1]
-        return x
+
+        def eps(x: torch.Tensor, t: int) -> torch.Tensor:
+            return self.eps(x, obs, torch.full((b,), t, device=obs.device))
+
+        return _SAMPLERS[self.config.sampler](eps, self.alpha_bar, timesteps, noise, self.config.clip_x0)

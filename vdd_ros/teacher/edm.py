@@ -1,27 +1,28 @@
 """EDM/BESO teacher: Karras-preconditioned denoiser D(a; sigma) (VDD's avoiding-BESO teacher).
 
 Sampling uses the Karras sigma schedule from sigma_max to sigma_min and then 0, with
-Euler, Heun or Euler-ancestral steps; any step count >= 1 works.
+Euler, Heun or Euler-ancestral steps (``teacher.samplers``); any step count >= 1 works.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from typing import Literal
 
 import torch
 
+from vdd_ros.teacher import samplers
 from vdd_ros.teacher.base import NetworkTeacher
 from vdd_ros.teacher.network import NetworkConfig
+from vdd_ros.util.config import knob
 
-Sampler = Literal["euler", "heun", "euler_ancestral"]
+_SAMPLERS = {"euler": samplers.euler, "heun": samplers.heun, "euler_ancestral": samplers.euler_ancestral}
 
 
 @dataclasses.dataclass(frozen=True)
 class EDMConfig:
-    """Noise range, training density, sampler defaults and distillation noise levels.
+    """Noise range, training density, sampler and distillation noise levels of an EDM teacher.
 
     sigma 0.1-1 follows BESO's avoiding teacher: actions are z-scored, so sigma_max = 1
     already hides most structure, and the distillation levels 0.2-0.5 lie well inside the
@@ -29,15 +30,31 @@ class EDMConfig:
     the sampler visits is trained equally.
     """
 
-    sigma_data: float = 0.5
-    sigma_min: float = 0.1
-    sigma_max: float = 1.0
-    rho: float = 7.0
-    sampler: Sampler = "euler_ancestral"
-    sample_steps: int = 8
-    noise_correlation: float = 0.98  # TeacherPolicy default: AR(1) sampler noise over control steps
-    noise_low: float = 0.2
-    noise_high: float = 0.5
+    sigma_data: float = knob(0.5, "sigma_data of the preconditioning (std of the normalised actions' scale)")
+    sigma_min: float = knob(0.1, "smallest trained and sampled sigma")
+    sigma_max: float = knob(1.0, "largest trained sigma, where sampling starts")
+    rho: float = knob(7.0, "Karras schedule exponent")
+    sampler: Literal["euler", "heun", "euler_ancestral"] = knob(
+        "euler_ancestral", "euler | heun (deterministic) | euler_ancestral (stochastic)"
+    )
+    sample_steps: int = knob(8, "default sampling steps (>= 1)")
+    noise_low: float = knob(0.2, "default lowest distillation sigma (0 < low <= high)")
+    noise_high: float = knob(0.5, "default highest distillation sigma")
+
+    def __post_init__(self) -> None:
+        if self.sampler not in _SAMPLERS:
+            raise ValueError(f"unknown EDM sampler {self.sampler!r}; known: {sorted(_SAMPLERS)}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError("EDM needs 0 < sigma_min < sigma_max")
+        if self.sigma_data <= 0 or self.rho <= 0 or self.sample_steps < 1:
+            raise ValueError("EDM needs sigma_data > 0, rho > 0 and sample_steps >= 1")
+        _sigma_range(self.noise_low, self.noise_high)
+
+
+def _sigma_range(low: float, high: float) -> tuple[float, float]:
+    if not 0 < low <= high:
+        raise ValueError(f"EDM noise levels are sigmas with 0 < low <= high, got {low}..{high}")
+    return low, high
 
 
 def karras_sigmas(n: int, sigma_min: float, sigma_max: float, rho: float) -> torch.Tensor:
@@ -65,41 +82,38 @@ class EDMTeacher(NetworkTeacher):
     ) -> None:
         super().__init__(obs_dim, act_dim, obs_window, act_chunk, network)
         self.config = config or EDMConfig()
-        if not 0 < self.config.sigma_min < self.config.sigma_max:
-            raise ValueError("EDM needs 0 < sigma_min < sigma_max")
 
     def denoise(self, noisy: torch.Tensor, obs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Preconditioned D(a; sigma) = c_skip a + c_out F(c_in a, c_noise)."""
-        sd = self.config.sigma_data
-        s = sigma.to(noisy.dtype).view(-1, 1, 1)
-        c_skip = sd**2 / (s**2 + sd**2)
-        c_out = s * sd / (s**2 + sd**2).sqrt()
-        c_in = 1 / (s**2 + sd**2).sqrt()
-        return c_skip * noisy + c_out * self.net(c_in * noisy, obs, sigma.log() / 4)
+        c_skip, c_out, c_in, c_noise = samplers.edm_scalings(sigma.to(noisy.dtype), self.config.sigma_data)
+        return c_skip * noisy + c_out * self.net(c_in * noisy, obs, c_noise)
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """EDM loss in F-space, equal to the lambda(sigma)-weighted denoising loss."""
         b = actions.shape[0]
         lo, hi = math.log(self.config.sigma_min), math.log(self.config.sigma_max)
         sigma = torch.exp(lo + (hi - lo) * torch.rand(b, device=actions.device))
-        sd = self.config.sigma_data
-        s = sigma.view(-1, 1, 1)
-        noisy = actions + s * torch.randn_like(actions)
-        c_skip = sd**2 / (s**2 + sd**2)
-        c_out = s * sd / (s**2 + sd**2).sqrt()
-        c_in = 1 / (s**2 + sd**2).sqrt()
+        c_skip, c_out, c_in, c_noise = samplers.edm_scalings(sigma, self.config.sigma_data)
+        noisy = actions + sigma.view(-1, 1, 1) * torch.randn_like(actions)
         target = (actions - c_skip * noisy) / c_out
-        return (self.net(c_in * noisy, obs, sigma.log() / 4) - target).pow(2).mean()
+        return (self.net(c_in * noisy, obs, c_noise) - target).pow(2).mean()
 
     def score(self, actions: torch.Tensor, obs: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
         sigma = noise_level.to(actions.device, actions.dtype)
         return (self.denoise(actions, obs, sigma) - actions) / sigma.view(-1, 1, 1) ** 2
 
+    def _noise_range(self, low: float | None, high: float | None) -> tuple[float, float]:
+        lo = self.config.noise_low if low is None else low
+        hi = self.config.noise_high if high is None else high
+        return _sigma_range(lo, hi)
+
+    def check_noise_range(self, low: float | None, high: float | None) -> None:
+        self._noise_range(low, high)
+
     def sample_noise_levels(
         self, n: int, low: float | None = None, high: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        lo = self.config.noise_low if low is None else low
-        hi = self.config.noise_high if high is None else high
+        lo, hi = self._noise_range(low, high)
         device = next(self.parameters()).device
         return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
 
@@ -108,38 +122,15 @@ class EDMTeacher(NetworkTeacher):
         self,
         obs: torch.Tensor,
         steps: int | None = None,
-        generator: torch.Generator | None = None,
-        sampler: Sampler | None = None,
         noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``noise`` (steps + 1, B, H, A), if given, replaces the random draws: row 0 starts
-        the chain, row i + 1 is step i's ancestral noise (lets callers correlate it over time)."""
-        sampler = sampler or self.config.sampler
-        if sampler not in ("euler", "heun", "euler_ancestral"):
-            raise ValueError(f"unknown EDM sampler {sampler!r}")
         c = self.config
         sigmas = karras_sigmas(steps or c.sample_steps, c.sigma_min, c.sigma_max, c.rho).tolist()
+        noise = self._sampler_noise(obs, len(sigmas) - 1, noise, generator)
         b = obs.shape[0]
-        shape = (b, self.act_chunk, self.act_dim)
 
-        if noise is None:
-            noise = torch.randn((len(sigmas), *shape), generator=generator, device=obs.device, dtype=obs.dtype)
+        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            return self.denoise(x, obs, torch.full((b,), sigma, device=obs.device))
 
-        def slope(x: torch.Tensor, s: float) -> torch.Tensor:
-            return (x - self.denoise(x, obs, torch.full((b,), s, device=obs.device))) / s
-
-        x = noise[0] * sigmas[0]
-        for i, (s, s_next) in enumerate(itertools.pairwise(sigmas)):
-            d = slope(x, s)
-            if sampler == "euler_ancestral":
-                s_up = min(s_next, math.sqrt(max(s_next**2 * (s**2 - s_next**2) / s**2, 0.0)))
-                s_down = math.sqrt(s_next**2 - s_up**2)
-                x = x + d * (s_down - s)
-                if s_next > 0:
-                    x = x + s_up * noise[i + 1]
-            elif sampler == "heun" and s_next > 0:
-                x_euler = x + d * (s_next - s)
-                x = x + 0.5 * (d + slope(x_euler, s_next)) * (s_next - s)
-            else:
-                x = x + d * (s_next - s)
-        return x
+        return _SAMPLERS[c.sampler](denoise, sigmas, noise)

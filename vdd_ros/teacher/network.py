@@ -13,15 +13,21 @@ import math
 import torch
 from torch import nn
 
+from vdd_ros.util.config import knob
+
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Size of the denoiser. ``emb_dim`` sinusoidal features encode the noise level."""
+    """Size of the denoiser."""
 
-    width: int = 256
-    blocks: int = 3
-    emb_dim: int = 32
-    layer_norm: bool = True
+    width: int = knob(256, "hidden width of the residual MLP")
+    blocks: int = knob(3, "residual blocks")
+    emb_dim: int = knob(32, "sinusoidal features encoding the noise level (even)")
+    layer_norm: bool = knob(True, "pre-norm LayerNorm in every block")
+
+    def __post_init__(self) -> None:
+        if self.width < 1 or self.blocks < 0 or self.emb_dim < 2 or self.emb_dim % 2:
+            raise ValueError("network needs width >= 1, blocks >= 0 and an even emb_dim >= 2")
 
 
 class NoiseEmbedding(nn.Module):
@@ -33,8 +39,6 @@ class NoiseEmbedding(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        if dim % 2:
-            raise ValueError("emb_dim must be even")
         freqs = torch.exp(torch.linspace(0.0, math.log(100.0), dim // 2))
         self.register_buffer("freqs", freqs, persistent=False)
 

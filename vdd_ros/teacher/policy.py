@@ -2,58 +2,51 @@
 
 from __future__ import annotations
 
-import math
 import pathlib
 
 import numpy as np
 import torch
 
+from vdd_ros.data.noise import DEFAULT_NOISE_CORRELATION, CorrelatedNormal, check_correlation
 from vdd_ros.data.window import ObservationWindow
-from vdd_ros.tasks.avoiding import MAX_ACTION, TASK_NAME
-from vdd_ros.teacher.base import DiffusionTeacher
+from vdd_ros.teacher.base import Teacher
 from vdd_ros.teacher.checkpoint import TeacherMeta, load_teacher
-
-# Per-task action bounds applied after denormalising, as the environment would clip anyway.
-_ACTION_CLIP = {TASK_NAME: MAX_ACTION}
 
 
 class TeacherPolicy:
     """Windows and normalises observations, samples a chunk, executes its first action.
 
-    ``noise_correlation`` rho makes the sampler noise an AR(1) process over control steps,
-    eps_t = rho eps_(t-1) + sqrt(1 - rho^2) xi_t. Every step's action is still an exact
-    sample of pi(a|s) (the noise is N(0, I) at each step); only its correlation over time
-    changes. 0 re-draws the noise every step, 1 keeps it for the whole episode; None takes
-    the teacher's default (0.9: a branch chosen while the modes are still indistinguishable
-    in the state is kept for ~10 steps, so the mixture mean does not drift to one side).
+    ``noise_correlation`` rho in [0, 1) makes the sampler noise of each environment an
+    AR(1) process over control steps (``vdd_ros.data.noise``, the stream the exported MoE
+    uses too). Every step's action is still an exact sample of pi(a|s) (the noise is N(0, I)
+    at each step); only its correlation over time changes: 0 re-draws the noise every step,
+    the default 0.98 keeps a branch chosen while the modes are still indistinguishable in
+    the state for ~50 steps, so the mixture mean does not drift to one side.
+
+    ``action_bounds`` (low, high) per action dimension clips the denormalised action, as the
+    environment would anyway (callers pass ``task.action_bounds``); None leaves it unclipped.
     """
 
     def __init__(
         self,
-        teacher: DiffusionTeacher,
+        teacher: Teacher,
         meta: TeacherMeta,
         steps: int | None = None,
-        sampler: str | None = None,
         device: str = "cpu",
-        noise_correlation: float | None = None,
+        noise_correlation: float = DEFAULT_NOISE_CORRELATION,
+        action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        if noise_correlation is None:
-            noise_correlation = teacher.config.noise_correlation
-        if not 0.0 <= noise_correlation <= 1.0:
-            raise ValueError(f"noise_correlation must be in [0, 1], got {noise_correlation}")
         self.teacher = teacher.to(device).eval()
         self.meta = meta
-        self.steps = steps or teacher.config.sample_steps
-        self.sampler = sampler
+        self.steps = steps or teacher.default_sample_steps
         self.device = device
-        self.rho = noise_correlation
+        self.noise_correlation = check_correlation(noise_correlation)  # refused before any rollout
         self._obs_norm = meta.obs_norm
         self._act_norm = meta.act_norm
-        self._clip = _ACTION_CLIP.get(meta.task)
-        self.name = f"teacher-{meta.family}-{sampler or teacher.config.sampler}-{self.steps}"
+        self._bounds = None if action_bounds is None else tuple(np.asarray(b) for b in action_bounds)
+        self.name = f"teacher-{meta.family}-{teacher.sampler}-{self.steps}"
         self._window: ObservationWindow | None = None
-        self._generator = torch.Generator(device=device)
-        self._noise: torch.Tensor | None = None
+        self._noise: CorrelatedNormal | None = None
 
     @classmethod
     def from_checkpoint(
@@ -62,19 +55,23 @@ class TeacherPolicy:
         steps: int | None = None,
         sampler: str | None = None,
         device: str = "cpu",
-        noise_correlation: float | None = None,
+        noise_correlation: float = DEFAULT_NOISE_CORRELATION,
+        action_bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> TeacherPolicy:
-        teacher, meta = load_teacher(path, device=device)
-        return cls(teacher, meta, steps=steps, sampler=sampler, device=device, noise_correlation=noise_correlation)
+        """``sampler`` replaces the checkpoint's sampler setting (see ``load_teacher``)."""
+        teacher, meta = load_teacher(path, device=device, sampler=sampler)
+        return cls(
+            teacher,
+            meta,
+            steps=steps,
+            device=device,
+            noise_correlation=noise_correlation,
+            action_bounds=action_bounds,
+        )
 
     def reset(self, n: int, seed: int) -> None:
         self._window = ObservationWindow(n, self.meta.obs_window, self.meta.obs_dim)
-        self._generator.manual_seed(seed)
-        self._noise = self._draw(n)
-
-    def _draw(self, n: int) -> torch.Tensor:
-        shape = (self.steps + 1, n, self.meta.act_chunk, self.meta.act_dim)
-        return torch.randn(shape, generator=self._generator, device=self.device)
+        self._noise = CorrelatedNormal(np.random.default_rng(seed), self.noise_correlation)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -82,11 +79,12 @@ class TeacherPolicy:
             raise RuntimeError("TeacherPolicy.act called before reset")
         window = self._obs_norm.normalize(self._window.push(obs))
         obs_t = torch.from_numpy(window).to(self.device)
-        if self.rho < 1.0:
-            fresh = self._draw(obs_t.shape[0])
-            self._noise = fresh if self.rho == 0.0 else self.rho * self._noise + math.sqrt(1 - self.rho**2) * fresh
-        chunk = self.teacher.sample(obs_t, steps=self.steps, sampler=self.sampler, noise=self._noise)
+        rows, n, h, a = self.teacher.noise_shape(obs_t.shape[0], self.steps)
+        draw = self._noise.draw((n, rows, h, a))  # one stream per environment
+        noise = torch.from_numpy(draw).to(self.device, obs_t.dtype).permute(1, 0, 2, 3)
+        chunk = self.teacher.sample(obs_t, steps=self.steps, noise=noise)
         action = self._act_norm.denormalize(chunk[:, 0].cpu().numpy())
-        if self._clip is not None:
-            action = np.clip(action, -self._clip, self._clip)
+        if self._bounds is not None:  # in the action's dtype, so float32 actions stay float32
+            low, high = (b.astype(action.dtype) for b in self._bounds)
+            action = np.clip(action, low, high)
         return action

@@ -3,6 +3,7 @@
 Its score is exact, so a distillation failure on it is the distiller's fault, never the
 teacher's. At noise level sigma the score is that of the GMM convolved with N(0, sigma^2 I),
 i.e. every component's variance becomes std^2 + sigma^2 -- what a perfect denoiser gives.
+It has nothing to train, so it is a ``Teacher`` but not a registered (trainable) family.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import math
 
 import torch
 
-from vdd_ros.teacher.base import DiffusionTeacher
+from vdd_ros.teacher.base import Teacher
 
 
-class RingGMMTeacher(DiffusionTeacher):
+class RingGMMTeacher(Teacher):
     """State-independent 2-D mixture of ``num_modes`` equal isotropic Gaussians on a circle."""
+
+    family = "ring_gmm"
 
     def __init__(
         self, num_modes: int = 8, radius: float = 2.0, std: float = 0.5, obs_dim: int = 1, obs_window: int = 1
@@ -25,6 +28,14 @@ class RingGMMTeacher(DiffusionTeacher):
         self.std = std
         angles = 2 * math.pi * torch.arange(num_modes, dtype=torch.float32) / num_modes
         self.register_buffer("modes", radius * torch.stack([angles.cos(), angles.sin()], dim=-1))
+
+    @property
+    def default_sample_steps(self) -> int:
+        return 1
+
+    @property
+    def sampler(self) -> str:
+        return "exact"
 
     def _log_components(self, a: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
         """log N(a; m_k, var I) for a (B, 2), var (B,) -> (B, K)."""
@@ -44,22 +55,41 @@ class RingGMMTeacher(DiffusionTeacher):
         w = torch.softmax(self._log_components(a, var), dim=-1)
         return ((w @ self.modes - a) / var.unsqueeze(1)).view_as(actions)
 
+    @torch.no_grad()
     def sample(
-        self, obs: torch.Tensor, steps: int | None = None, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        steps: int | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
+        """Exact draws. With ``noise``, row 0 is the Gaussian offset and row 1's first coordinate,
+        through the normal CDF, picks the mode (further rows are unused)."""
         n = obs.shape[0]
-        k = torch.randint(self.modes.shape[0], (n,), generator=generator, device=self.modes.device)
-        noise = torch.randn(n, 2, generator=generator, device=self.modes.device)
-        return (self.modes[k] + self.std * noise).view(n, 1, 2)
+        if noise is None:
+            k = torch.randint(self.modes.shape[0], (n,), generator=generator, device=self.modes.device)
+            offset = torch.randn(n, 2, generator=generator, device=self.modes.device)
+        else:
+            noise = self._sampler_noise(obs, steps or self.default_sample_steps, noise, generator)
+            u = torch.special.ndtr(noise[1, :, 0, 0]).clamp(max=1 - 1e-7)
+            k = (u * self.modes.shape[0]).long()
+            offset = noise[0, :, 0]
+        return (self.modes[k] + self.std * offset).view(n, 1, 2)
+
+    def _noise_range(self, low: float | None, high: float | None) -> tuple[float, float]:
+        """Default 0 (the exact clean score needs no smoothing); ``high`` defaults to ``low``."""
+        lo = 0.0 if low is None else low
+        hi = lo if high is None else high
+        if not 0 <= lo <= hi:
+            raise ValueError(f"ring GMM noise levels are sigmas with 0 <= low <= high, got {lo}..{hi}")
+        return lo, hi
+
+    def check_noise_range(self, low: float | None, high: float | None) -> None:
+        self._noise_range(low, high)
 
     def sample_noise_levels(
         self, n: int, low: float | None = None, high: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """sigma ~ U[low, high]; by default 0, because the exact clean score needs no smoothing."""
-        low = 0.0 if low is None else low
-        high = low if high is None else high
+        lo, hi = self._noise_range(low, high)
         u = torch.rand(n, generator=generator, device=self.modes.device)
-        return low + (high - low) * u
-
-    def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("RingGMMTeacher is analytic: it has no parameters to train")
+        return lo + (hi - lo) * u

@@ -1,7 +1,9 @@
-"""Teacher training loop: AdamW + EMA + LR decay, periodic eval/checkpoints, exact resume.
+"""Teacher training loop: AdamW + EMA + LR schedule, periodic eval/checkpoints, exact resume.
 
 The loop is data-agnostic (``TrainData`` holds raw windows and their provenance) so tests
-can train on synthetic data; ``load_train_data`` builds it from a demonstration file.
+can train on synthetic data; ``load_train_data`` builds it from a demonstration file. The
+resumable state goes through the same verified checkpoint store as distillation
+(``vdd_ros.util.checkpoint``): a damaged newest state falls back to the previous one.
 """
 
 from __future__ import annotations
@@ -20,57 +22,91 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from vdd_ros.util.config import to_dict
 from vdd_ros.data.dataset import dataset_sha256, load_dataset, make_windows
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.teacher.base import DiffusionTeacher
-from vdd_ros.teacher.checkpoint import (
-    TeacherMeta,
-    TrainingState,
-    load_training_state,
-    save_teacher,
-    save_training_state,
-)
-from vdd_ros.teacher.ddpm import DDPMConfig, DDPMTeacher
-from vdd_ros.teacher.edm import EDMConfig, EDMTeacher
+from vdd_ros.data.shape import PolicyShape
+from vdd_ros.teacher.base import TrainableTeacher
+from vdd_ros.teacher.checkpoint import TeacherCheckpointError, TeacherMeta, save_teacher, teacher_meta_fields
 from vdd_ros.teacher.network import NetworkConfig
+from vdd_ros.teacher.registry import get_family
+from vdd_ros.util.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointStore,
+    UnusableCheckpointError,
+    shape_mismatch,
+)
+from vdd_ros.util.config import knob, to_dict
+from vdd_ros.util.optim import checked_step, lr_factor, optimizer_tensors, restore_optimizer, set_lr
+from vdd_ros.util.progress import EvalResult, Notice, OnProgress, Resumed, TrainProgress, ignore
+from vdd_ros.util.torch_setup import resolve_device, rng_state, set_rng_state, set_threads
 
 STATE_DIR = "training_state"
 EVAL_LOG = "eval.jsonl"
+PROGRESS_EVERY = 100  # steps between TrainProgress events
+_GROUPS = ("model", "ema", "optim")  # tensor groups of a training checkpoint
+_OPTIMIZER = "adamw"
+
+# Lower bounds of the integer settings, checked before any work.
+_MINIMUM = {"obs_window": 1, "act_chunk": 1, "iterations": 1, "batch_size": 1, "warmup": 0}
+_MINIMUM |= {"eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0, "torch_threads": 0}
+
+Evaluate = Callable[[TrainableTeacher, TeacherMeta], dict[str, float]]
 
 
 @dataclasses.dataclass(frozen=True)
 class TeacherTrainConfig:
-    """One YAML file per teacher (config/teacher_avoiding*.yaml)."""
+    """One YAML file per teacher (config/teacher_avoiding*.yaml); checked on construction."""
 
-    family: Literal["ddpm", "edm"] = "ddpm"
-    dataset: str = "runs/demos/avoiding.safetensors"
-    out: str = "runs/teacher_ddpm"
-    obs_window: int = 5
-    act_chunk: int = 1
-    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
-    ddpm: DDPMConfig = dataclasses.field(default_factory=DDPMConfig)
-    edm: EDMConfig = dataclasses.field(default_factory=EDMConfig)
-    iterations: int = 20000
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup: int = 500
-    lr_schedule: Literal["cosine", "linear"] = "cosine"
-    ema_decay: float = 0.999
-    # Std of Gaussian noise added to the normalised observation windows of each batch.
-    # Scripted demos are so smooth that the next action is almost a function of the exact
-    # window; the noise stops the teacher from keying on sub-millimetre detail that closed
-    # loop rollouts do not reproduce, and keeps the branch choice stochastic.
-    obs_noise: float = 0.0
-    eval_every: int = 0  # 0: no periodic rollouts
-    eval_episodes: int = 48
-    checkpoint_every: int = 2000
-    seed: int = 0
-    device: str = "auto"
-    torch_threads: int = 2  # 0 keeps torch's default
+    family: str = knob("ddpm", "teacher family, a name in vdd_ros.teacher.registry (built in: ddpm, edm)")
+    dataset: str = knob("runs/demos/avoiding.safetensors", "demonstration file to train on")
+    output: str = knob("runs/teacher_ddpm", "output folder: model.safetensors, teacher.json, training_state/")
+    obs_window: int = knob(5, "T, observations per window (>= 1)")
+    act_chunk: int = knob(1, "H, actions per predicted chunk (>= 1)")
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)  # size of the denoiser MLP
+    # After construction an instance of the family's config dataclass (teacher.registry).
+    diffusion: object = knob(
+        None, "the family's settings (DDPMConfig / EDMConfig, docs/teacher.md); omitted keys take its defaults"
+    )
+    iterations: int = knob(20000, "optimizer steps (>= 1)")
+    batch_size: int = knob(256, "windows per step (>= 1)")
+    lr: float = knob(1e-3, "peak AdamW learning rate (> 0)")
+    weight_decay: float = knob(1e-4, "AdamW weight decay (>= 0)")
+    warmup: int = knob(500, "steps of linear learning-rate warm-up (>= 0)")
+    lr_schedule: Literal["cosine", "linear", "constant"] = knob(
+        "cosine", "learning rate after warm-up: cosine or linear decay reaching 0 at the last step, or constant"
+    )
+    ema_decay: float = knob(0.999, "decay of the exponential moving average of the weights that is saved, in [0, 1)")
+    obs_noise: float = knob(
+        0.0,
+        "std of Gaussian noise on the normalised observation windows of each batch (>= 0): scripted demos are so "
+        "smooth that the next action is almost a function of the exact window; the noise stops the teacher from "
+        "keying on sub-millimetre detail closed-loop rollouts do not reproduce",
+    )
+    eval_every: int = knob(0, "steps between rollout evaluations that select the saved EMA teacher; 0 = none")
+    eval_episodes: int = knob(48, "rollouts per evaluation (>= 1)")
+    checkpoint_every: int = knob(2000, "steps between resumable checkpoints; 0 = only at the end or on a stop")
+    seed: int = knob(0, "seed of the initial weights and of the batches")
+    device: str = knob("auto", "torch device; auto = CUDA when available, else CPU")
+    torch_threads: int = knob(2, "CPU threads for torch; 0 keeps torch's default")
+
+    def __post_init__(self) -> None:
+        family = get_family(self.family)  # UnknownFamilyError names the known ones
+        if self.diffusion is None or isinstance(self.diffusion, dict):
+            object.__setattr__(self, "diffusion", family.parse_config(self.diffusion or {}, "diffusion"))
+        elif not isinstance(self.diffusion, family.config):
+            raise ValueError(f"diffusion: family {self.family!r} takes a {family.config.__name__}")
+        for name, low in _MINIMUM.items():
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if not (self.lr > 0 and self.weight_decay >= 0 and self.obs_noise >= 0 and 0 <= self.ema_decay < 1):
+            raise ValueError("need lr > 0, weight_decay >= 0, obs_noise >= 0 and 0 <= ema_decay < 1")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as exc:
+                raise ValueError(f"device {self.device!r}: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +130,7 @@ class TrainResult:
     loss: float
     interrupted: bool
     seconds: float
-    out: pathlib.Path
+    output: pathlib.Path
 
 
 def load_train_data(cfg: TeacherTrainConfig) -> TrainData:
@@ -114,27 +150,15 @@ def load_train_data(cfg: TeacherTrainConfig) -> TrainData:
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else torch.device(name)
+def new_teacher(cfg: TeacherTrainConfig, data: TrainData) -> TrainableTeacher:
+    """An untrained teacher of ``cfg.family`` sized for ``data``."""
+    shape = PolicyShape(data.obs.shape[-1], data.actions.shape[-1], cfg.obs_window, cfg.act_chunk)
+    return get_family(cfg.family).build(shape, cfg.network, cfg.diffusion)
 
 
-def lr_factor(cfg: TeacherTrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine or linear decay to zero at ``cfg.iterations``."""
-    if step < cfg.warmup:
-        return (step + 1) / cfg.warmup
-    progress = min((step - cfg.warmup) / max(cfg.iterations - cfg.warmup, 1), 1.0)
-    return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.lr_schedule == "cosine" else 1 - progress
-
-
-def make_meta(cfg: TeacherTrainConfig, data: TrainData, teacher: DiffusionTeacher, info: dict[str, Any]) -> TeacherMeta:
+def make_meta(cfg: TeacherTrainConfig, data: TrainData, teacher: TrainableTeacher, info: dict[str, Any]) -> TeacherMeta:
     return TeacherMeta(
-        family=cfg.family,
-        network=dataclasses.asdict(teacher.network_config),
-        diffusion=dataclasses.asdict(teacher.config),
-        obs_window=cfg.obs_window,
-        act_chunk=cfg.act_chunk,
-        obs_dim=data.obs.shape[-1],
-        act_dim=data.actions.shape[-1],
+        **teacher_meta_fields(teacher),
         obs_names=data.obs_names,
         act_names=data.act_names,
         control_period_s=data.control_period_s,
@@ -145,6 +169,11 @@ def make_meta(cfg: TeacherTrainConfig, data: TrainData, teacher: DiffusionTeache
         training={"config": to_dict(cfg), **info},
         created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
+
+
+def state_store(output: str | pathlib.Path) -> CheckpointStore:
+    """The resumable training state of the teacher in ``output`` (``<output>/training_state``)."""
+    return CheckpointStore(pathlib.Path(output) / STATE_DIR, _GROUPS, {"optimizers": dict, "extra": dict})
 
 
 @contextmanager
@@ -161,51 +190,84 @@ def _stop_on_signals() -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+class _Run:
+    """The live objects of one training run and their conversion to and from a checkpoint."""
+
+    def __init__(self, cfg: TeacherTrainConfig, data: TrainData, device: torch.device) -> None:
+        self.device = device
+        self.teacher = new_teacher(cfg, data).to(device)
+        self.ema = copy.deepcopy(self.teacher).requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def tensors(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+        """The checkpoint's tensor groups (weights, EMA, AdamW moments + RNG) and optimizer JSON."""
+        moments, meta = optimizer_tensors(_OPTIMIZER, self.opt)
+        rng = {f"rng.{k}": v for k, v in rng_state(self.device).items()}
+        groups = {"model": self.teacher.state_dict(), "ema": self.ema.state_dict(), "optim": moments | rng}
+        return groups, {_OPTIMIZER: meta}
+
+    def apply(self, checkpoint: Checkpoint) -> None:
+        """Load a verified checkpoint; one that does not fit this run raises UnusableCheckpointError."""
+        for group, module in (("model", self.teacher), ("ema", self.ema)):
+            mismatch = shape_mismatch(module.state_dict(), checkpoint.tensors[group])
+            if mismatch:
+                raise UnusableCheckpointError(checkpoint.file(group), f"does not fit this teacher ({mismatch})")
+        optim = checkpoint.tensors["optim"]
+        try:
+            self.teacher.load_state_dict(checkpoint.tensors["model"])
+            self.ema.load_state_dict(checkpoint.tensors["ema"])
+            restore_optimizer(_OPTIMIZER, self.opt, optim, checkpoint.fields["optimizers"][_OPTIMIZER])
+            set_rng_state({k.removeprefix("rng."): v for k, v in optim.items() if k.startswith("rng.")}, self.device)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            raise UnusableCheckpointError(
+                checkpoint.path, f"does not fit this run ({type(exc).__name__}: {exc})"
+            ) from None
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+def _resume(run: _Run, store: CheckpointStore, on_progress: OnProgress) -> Checkpoint:
+    try:
+        checkpoint = store.load(run.apply)
+    except CheckpointError as exc:
+        raise TeacherCheckpointError(str(exc)) from exc
+    if checkpoint is None:
+        raise TeacherCheckpointError(f"nothing to resume in {store.directory}")
+    for skipped in store.skipped:
+        on_progress(Notice(f"skipped unusable checkpoint {skipped}; resumed from an older one"))
+    on_progress(Resumed(checkpoint.iteration))
+    return checkpoint
 
 
 def train_teacher(
     cfg: TeacherTrainConfig,
     data: TrainData,
-    out: str | pathlib.Path | None = None,
+    output: str | pathlib.Path | None = None,
     resume: bool = False,
-    evaluate: Callable[[DiffusionTeacher, TeacherMeta], dict[str, float]] | None = None,
+    evaluate: Evaluate | None = None,
     stop_after: int | None = None,
+    on_progress: OnProgress = ignore,
 ) -> TrainResult:
     """Train to ``cfg.iterations`` (or stop early after ``stop_after`` steps, as an interruption).
 
-    Writes the EMA teacher to ``out`` (model.safetensors + teacher.json), the resumable
-    state to ``out/training_state`` and evaluation results to ``out/eval.jsonl``. With
-    ``evaluate``, ``out`` holds the EMA teacher with the best evaluation ``score`` so far
+    Writes the EMA teacher to ``output`` (model.safetensors + teacher.json), the resumable
+    state to ``output/training_state`` and evaluation results to ``output/eval.jsonl``. With
+    ``evaluate``, ``output`` holds the EMA teacher with the best evaluation ``score`` so far
     (checkpoint selection by rollouts, as VDD and D3IL do); without, the latest one.
+    SIGINT/SIGTERM stop the loop after the current step with a committed checkpoint.
+    A non-finite loss raises NonFiniteError, keeping the last good checkpoint.
     """
-    out = pathlib.Path(out or cfg.out)
+    output = pathlib.Path(output or cfg.output)
     device = resolve_device(cfg.device)
-    if cfg.torch_threads > 0:
-        torch.set_num_threads(cfg.torch_threads)
+    set_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
-    teacher = _new_teacher(cfg, data).to(device)
-    ema = copy.deepcopy(teacher).requires_grad_(False)
-    opt = torch.optim.AdamW(teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    run = _Run(cfg, data, device)
+    teacher, ema, opt = run.teacher, run.ema, run.opt
+    store = state_store(output)
     step, elapsed, best = 0, 0.0, None
     selecting = evaluate is not None and cfg.eval_every > 0
     if resume:
-        state = load_training_state(out / STATE_DIR)
-        teacher.load_state_dict(state.model)
-        ema.load_state_dict(state.ema)
-        opt.load_state_dict(state.optimizer)
-        _set_rng_state(state.rng, device)
-        step, elapsed, best = state.step, float(state.info.get("seconds", 0.0)), state.info.get("best")
+        checkpoint = _resume(run, store, on_progress)
+        extra = checkpoint.fields["extra"]
+        step, elapsed, best = checkpoint.iteration, float(extra.get("seconds", 0.0)), extra.get("best")
     obs = torch.from_numpy(data.obs_norm.normalize(data.obs)).to(device)
     act = torch.from_numpy(data.act_norm.normalize(data.actions)).to(device)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
@@ -216,57 +278,47 @@ def train_teacher(
 
     def checkpoint() -> None:
         if not selecting or best is None:
-            save_teacher(ema, make_meta(cfg, data, ema, info()), out)
-        rng = _rng_state(device)
-        save_training_state(
-            TrainingState(
-                teacher.state_dict(), ema.state_dict(), opt.state_dict(), step, rng, {**info(), "best": best}
-            ),
-            out / STATE_DIR,
-        )
+            save_teacher(ema, make_meta(cfg, data, ema, info()), output)
+        groups, optimizers = run.tensors()
+        store.save(step, groups, {"optimizers": optimizers, "extra": {**info(), "best": best}})
 
     teacher.train()
-    with _stop_on_signals() as signals, tqdm(total=cfg.iterations, initial=step, desc=f"teacher-{cfg.family}") as bar:
+    with _stop_on_signals() as signals:
         while step < end and not signals:
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, step)
+            lr = cfg.lr * lr_factor(step, cfg.iterations, cfg.lr_schedule, cfg.warmup)
+            set_lr([opt], lr)
             idx = torch.randint(0, obs.shape[0], (cfg.batch_size,), device=device)
             obs_batch = obs[idx]
             if cfg.obs_noise > 0:
                 obs_batch = obs_batch + cfg.obs_noise * torch.randn_like(obs_batch)
-            loss = teacher.loss(obs_batch, act[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            value = checked_step(opt, teacher.loss(obs_batch, act[idx]), "teacher", step)
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
             with torch.no_grad():
                 for e, p in zip(ema.parameters(), teacher.parameters(), strict=True):
                     e.lerp_(p, 1 - decay)
             step += 1
-            value = loss.item()
             loss_avg = value if math.isnan(loss_avg) else 0.98 * loss_avg + 0.02 * value
-            bar.update(1)
-            if step % 100 == 0:
-                bar.set_postfix(loss=f"{loss_avg:.4f}")
+            if step % PROGRESS_EVERY == 0 or step == end:
+                on_progress(TrainProgress(step, cfg.iterations, {"loss": loss_avg, "lr": lr}))
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint()
             if selecting and (step % cfg.eval_every == 0 or step == cfg.iterations):
                 result = evaluate(ema.eval(), make_meta(cfg, data, ema, {}))
-                _log_eval(out, step, result, bar)
+                _log_eval(output, step, result)
+                on_progress(_eval_event(step, cfg.eval_episodes, result))
                 if best is None or result["score"] > best["score"]:
                     best = {"step": step, **result}
-                    save_teacher(ema, make_meta(cfg, data, ema, {**info(), "eval": result}), out)
+                    save_teacher(ema, make_meta(cfg, data, ema, {**info(), "eval": result}), output)
     checkpoint()
-    return TrainResult(step, loss_avg, step < cfg.iterations, time.monotonic() - start, out)
+    return TrainResult(step, loss_avg, step < cfg.iterations, time.monotonic() - start, output)
 
 
-def _new_teacher(cfg: TeacherTrainConfig, data: TrainData) -> DiffusionTeacher:
-    dims = (data.obs.shape[-1], data.actions.shape[-1], cfg.obs_window, cfg.act_chunk, cfg.network)
-    return DDPMTeacher(*dims, cfg.ddpm) if cfg.family == "ddpm" else EDMTeacher(*dims, cfg.edm)
+def _eval_event(step: int, episodes: int, result: dict[str, float]) -> EvalResult:
+    nan = float("nan")
+    return EvalResult(step, result.get("success_rate", nan), result.get("entropy", nan), episodes, details=result)
 
 
-def _log_eval(out: pathlib.Path, step: int, result: dict[str, float], bar: tqdm) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / EVAL_LOG).open("a") as f:
+def _log_eval(output: pathlib.Path, step: int, result: dict[str, float]) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    with (output / EVAL_LOG).open("a") as f:
         f.write(json.dumps({"step": step, **result}) + "\n")
-    bar.write(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in result.items()))

@@ -243,10 +243,13 @@ def help_table(cls: type) -> str:
 
 def markdown_table(cls: type) -> str:
     """The docs' parameter table for a config (docs are checked against this, so they cannot drift)."""
+    def cell(text: str) -> str:  # a literal "|" (``a | b`` types, q(z|s)) would end the cell
+        return text.replace("|", "\\|")
+
     lines = ["| Setting | Type | Default | Meaning |", "|---|---|---|---|"]
     for r in settings(cls):
         default = "" if r.default is dataclasses.MISSING else f"`{r.default!r}`"
-        lines.append(f"| `{r.name}` | {type_name(r.type)} | {default} | {r.help} |")
+        lines.append(f"| `{r.name}` | {cell(type_name(r.type))} | {default} | {cell(r.help)} |")
     return "\n".join(lines)
 
 

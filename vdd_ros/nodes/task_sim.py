@@ -1,4 +1,7 @@
-"""The Avoiding task as a ROS node: observations out, PolicyAction in, episodes reported.
+"""Any registered task as a ROS node: observations out, PolicyAction in, episodes reported.
+
+The ``task`` parameter picks the task from ``vdd_ros.tasks.registry`` (default avoiding; the
+``avoiding_sim`` executable is this node under its historical name).
 
 Two pacing modes:
   lockstep=false  a timer steps the task every step_period_s (real time); the newest action
@@ -13,6 +16,8 @@ Lockstep makes closed-loop evaluation over DDS deterministic in its inputs and f
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -22,39 +27,52 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
 
-from vdd_ros.nodes.shared import ParamSpec, declare_parameters, print_help, spin_node, wants_help
+from vdd_ros.nodes.shared import (
+    ParamSpec,
+    StartupError,
+    declare_parameters,
+    print_help,
+    spin_node,
+    wants_help,
+)
 from vdd_ros.runtime.latency import LatencyWindow
-from vdd_ros.tasks.avoiding import OBS_NAMES, AvoidingEnv, StepResult
+from vdd_ros.tasks.base import StepResult
+from vdd_ros.tasks.registry import UnknownTaskError, get_task
 
 # Episode results are a log: late subscribers (an evaluator that discovers the simulator
 # after the first episode) still receive every result.
 RESULT_QOS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-SUMMARY = """The Avoiding task as a ROS node: publishes 'observation' (sensor_msgs/JointState) and
+SUMMARY = """A registered task as a ROS node: publishes 'observation' (sensor_msgs/JointState) and
 'episode_start', steps on 'policy_action' (vdd_ros_msgs/PolicyAction), reports 'episode_result'."""
 
 PARAMS: dict[str, ParamSpec] = {
+    "task": ParamSpec("avoiding", "registered task to simulate"),
     "episodes": ParamSpec(0, "episodes to run; 0 = run forever", 0, 1_000_000),
     "lockstep": ParamSpec(False, "step as soon as the answering action arrives (evaluation); false = real time"),
-    "step_period_s": ParamSpec(0.035, "real-time pacing when lockstep is false", 0.001, 10.0),
+    "step_period_s": ParamSpec(0.0, "real-time pacing (lockstep false); 0 = the task's control period", 0.0, 10.0),
     "action_timeout_s": ParamSpec(0.5, "lockstep: step with a zero action after this long", 0.001, 60.0),
-    "tracking_noise": ParamSpec(0.0, "std of the pusher's tracking noise", 0.0, 1.0),
+    "tracking_noise": ParamSpec(0.0, "std of the task's tracking noise (task units)", 0.0, 1.0),
     "seed": ParamSpec(0, "seed of the task's randomness", 0, 2**31 - 1),
 }
 
 
-class AvoidingSimNode(Node):
-    """Runs Avoiding episodes one after another against whatever controller answers."""
+class TaskSimNode(Node):
+    """Runs one task's episodes one after another against whatever controller answers."""
 
-    def __init__(self) -> None:
-        super().__init__("avoiding_sim")
+    def __init__(self, name: str = "task_sim") -> None:
+        super().__init__(name)
         p = declare_parameters(self, PARAMS)
+        try:
+            self.task = get_task(p["task"])
+        except UnknownTaskError as exc:
+            raise StartupError(str(exc)) from None
         self.episodes = p["episodes"]
         self.lockstep = p["lockstep"]
-        period = p["step_period_s"]
+        period = p["step_period_s"] or self.task.control_period_s
         self.action_timeout = p["action_timeout_s"]
-        self.env = AvoidingEnv(1, tracking_noise=p["tracking_noise"], seed=p["seed"])
+        self.env = self.task.make_env(1, seed=p["seed"], tracking_noise=p["tracking_noise"])
         self._obs_pub = self.create_publisher(JointState, "observation", QoSProfile(depth=5))
         self._result_pub = self.create_publisher(EpisodeResult, "episode_result", RESULT_QOS)
         self._episode_pub = self.create_publisher(Header, "episode_start", QoSProfile(depth=10))
@@ -70,33 +88,37 @@ class AvoidingSimNode(Node):
         self._obs_sent = time.monotonic()
         self._finished = False
         self._connected = False  # no step before the first answering action: wait for a controller
+        self._announced = False  # the current episode's start went to a matched subscriber
         self._current = self.env.reset()[0]
         self._publish_obs()
         self.create_timer(0.05 if self.lockstep else period, self._on_timer)
         mode = "lockstep" if self.lockstep else f"real time ({period * 1e3:.1f} ms)"
-        self.get_logger().info(f"avoiding_sim ready, {mode}, episodes={self.episodes or 'unlimited'}")
+        self.get_logger().info(f"{self.task.name} ready, {mode}, episodes={self.episodes or 'unlimited'}")
 
     def _publish_obs(self) -> None:
         msg = JointState()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.header.frame_id = "world"
-        msg.name = list(OBS_NAMES)
+        msg.name = list(self.task.obs_names)
         msg.position = self._current.astype(np.float64).tolist()
         self._obs_stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         self._obs_sent = time.monotonic()
         self._answer = None
         if self._new_episode:  # tells the controller to start a fresh observation window
             self._episode_pub.publish(msg.header)
+            self._announced = self._episode_pub.get_subscription_count() > 0
         self._obs_pub.publish(msg)
 
     def _on_action(self, msg: PolicyAction) -> None:
         if self._finished or (msg.observation_stamp.sec, msg.observation_stamp.nanosec) != self._obs_stamp:
             return
+        if not self._connected and not self._announced:
+            return  # the controller could not see this episode's start: one arriving later would cut the episode
         if self._answer is None:
             self._rtt.add(time.monotonic() - self._obs_sent)
         self._connected = True
         self._new_episode = False
-        self._answer = np.asarray(msg.action[: self.env.act_dim], dtype=np.float64)
+        self._answer = np.asarray(msg.action[: self.task.act_dim], dtype=np.float64)
         self._policy_id = msg.policy_id
         if self.lockstep:
             self._step()
@@ -115,7 +137,7 @@ class AvoidingSimNode(Node):
     def _step(self) -> None:
         if self._answer is None:
             self._late += 1
-        action = self._answer if self._answer is not None else np.zeros(self.env.act_dim)
+        action = self._answer if self._answer is not None else np.zeros(self.task.act_dim)
         result = self.env.step(action[None])
         self._current = result.obs[0]
         if result.done[0]:
@@ -131,11 +153,12 @@ class AvoidingSimNode(Node):
     def _report(self, result: StepResult) -> None:
         p50, p99, _ = self._rtt.summary_ms()
         msg = EpisodeResult(
+            task=self.task.name,
             episode=self._episode,
             success=bool(result.success[0]),
-            collided=bool(result.collided[0]),
+            failed=bool(result.failed[0]),
             steps=int(result.steps[0]),
-            path_index=int(result.path[0]),
+            mode=int(result.mode[0]),
             late_actions=self._late,
             obs_to_action_p50_ms=p50,
             obs_to_action_p99_ms=p99,
@@ -145,7 +168,7 @@ class AvoidingSimNode(Node):
         self._result_pub.publish(msg)
         self.get_logger().info(
             f"episode {self._episode}: {'success' if msg.success else 'failure'} in {msg.steps} steps, "
-            f"path {msg.path_index}, late actions {self._late}"
+            f"mode {msg.mode}, late actions {self._late}"
         )
         self._episode += 1
         self._late = 0
@@ -153,10 +176,12 @@ class AvoidingSimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    """Entry point of ``task_sim`` and of ``avoiding_sim``, which keeps that name for its node and messages."""
+    executable = "avoiding_sim" if os.path.basename(sys.argv[0]) == "avoiding_sim" else "task_sim"
     if wants_help(args):
-        print_help("avoiding_sim", SUMMARY, PARAMS)
+        print_help(executable, SUMMARY, PARAMS)
         return
-    spin_node(AvoidingSimNode, args, executable="avoiding_sim")
+    spin_node(lambda: TaskSimNode(executable), args, executable=executable)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ import dataclasses
 
 import numpy as np
 
-from vdd_ros.tasks.avoiding import CONTROL_PERIOD_S, MAX_STEPS, NUM_PATHS, START, AvoidingEnv, decode_path
+from vdd_ros.tasks.avoiding.env import CONTROL_PERIOD_S, MAX_STEPS, START, AvoidingEnv
+from vdd_ros.tasks.avoiding.readout import NUM_PATHS, decode_path
+from vdd_ros.tasks.base import Demo
+from vdd_ros.tasks.modes import sample_labels
+from vdd_ros.util.config import knob
 
 GAPS = ((0.425, 0.575), (0.35, 0.50, 0.65), (0.275, 0.425, 0.575, 0.725))
 _WAYPOINT_Y = (-0.16, -0.05, 0.035, 0.13, 0.21, 0.40)  # two per row: enter/leave its obstacle zone
@@ -22,23 +26,14 @@ _MAX_ROUNDS = 20
 
 @dataclasses.dataclass(frozen=True)
 class ExpertConfig:
-    """Variation knobs of the scripted expert (YAML section ``expert`` via load_config)."""
+    """Variation knobs of the scripted expert (YAML section ``expert``)."""
 
-    nominal_speed: float = 0.2  # m/s mean speed along the path
-    speed_range: tuple[float, float] = (0.8, 1.2)  # uniform speed factor
-    x_jitter: float = 0.01  # +- uniform per waypoint, a quarter of the gap clearance
-    lateral_noise: float = 0.002  # amplitude (m) of the smooth lateral wobble
-    min_clearance: float = 0.01  # required margin beyond collision distance
-    max_steps: int = 220  # keeps demos inside the 250-step limit
-
-
-@dataclasses.dataclass
-class Demo:
-    """One recorded episode: observations before each step, the applied action, the path label."""
-
-    observations: np.ndarray  # (L, 4) float32
-    actions: np.ndarray  # (L, 2) float32
-    path: int
+    nominal_speed: float = knob(0.2, "mean speed along the path [m/s]")
+    speed_range: tuple[float, float] = knob((0.8, 1.2), "uniform speed factor range")
+    x_jitter: float = knob(0.01, "+- uniform x jitter per waypoint [m], a quarter of the gap clearance")
+    lateral_noise: float = knob(0.002, "amplitude of the smooth lateral wobble [m]")
+    min_clearance: float = knob(0.01, "margin a demo must keep beyond collision distance [m]")
+    max_steps: int = knob(220, "longest accepted demo; keeps demos inside the 250-step limit")
 
 
 def path_gaps(path: int) -> tuple[float, float, float]:
@@ -126,35 +121,8 @@ def _record(plans: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, AvoidingEn
     return np.stack(obs_log), np.stack(act_log).astype(np.float32), env
 
 
-def _check_probs(path_probs: np.ndarray | None) -> np.ndarray:
-    if path_probs is None:
-        return np.full(NUM_PATHS, 1.0 / NUM_PATHS)
-    probs = np.asarray(path_probs, dtype=np.float64)
-    if probs.shape != (NUM_PATHS,) or np.any(probs < 0) or not np.isclose(probs.sum(), 1.0):
-        raise ValueError(f"path_probs must be {NUM_PATHS} non-negative numbers summing to 1")
-    return probs / probs.sum()
-
-
-def sample_paths(num: int, rng: np.random.Generator, path_probs: np.ndarray | None = None) -> np.ndarray:
-    """``num`` i.i.d. path ids from ``path_probs`` (uniform when None): a stochastic expert's choices."""
-    return rng.choice(NUM_PATHS, size=num, p=_check_probs(path_probs))
-
-
-def balanced_paths(num: int, rng: np.random.Generator, path_probs: np.ndarray | None = None) -> np.ndarray:
-    """``num`` shuffled path ids whose counts match ``num * path_probs`` as closely as integers allow.
-
-    Datasets use this so their empirical path distribution is the declared one (entropy exactly
-    1.0 for uniform when ``num`` is a multiple of 24), not a noisy sample of it.
-    """
-    expected = num * _check_probs(path_probs)
-    counts = np.floor(expected).astype(np.int64)
-    remainder_order = np.argsort(-(expected - counts), kind="stable")
-    counts[remainder_order[: num - counts.sum()]] += 1
-    return rng.permutation(np.repeat(np.arange(NUM_PATHS), counts))
-
-
 def generate_demos(labels: np.ndarray, rng: np.random.Generator, config: ExpertConfig = ExpertConfig()) -> list[Demo]:
-    """One validated demonstration per path id in ``labels``, in order.
+    """One validated demonstration per path id in ``labels``, in order (``Demo.mode`` = path).
 
     A candidate is kept only if its replay succeeds within ``max_steps``, keeps ``min_clearance``
     beyond collision distance and reads out as its label; otherwise that slot is re-planned.
@@ -193,7 +161,8 @@ class ScriptedExpertPolicy:
 
     def reset(self, n: int, seed: int) -> None:
         rng = np.random.default_rng(seed)
-        demos = generate_demos(sample_paths(n, rng, self.path_probs), rng, self.config)
+        probs = np.full(NUM_PATHS, 1.0 / NUM_PATHS) if self.path_probs is None else self.path_probs
+        demos = generate_demos(sample_labels(n, probs, rng), rng, self.config)
         self._plans = np.zeros((n, max(len(d.actions) for d in demos), 2), dtype=np.float32)
         for i, d in enumerate(demos):
             self._plans[i, : len(d.actions)] = d.actions

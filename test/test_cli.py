@@ -1,0 +1,148 @@
+"""The command-line convention of every tool: TOOL [CONFIG.yaml] [key=value ...].
+
+--help lists every setting quickly; a bad setting is one stderr line, exit 2 and no folder;
+a tool writes only under its output.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO
+
+from vdd_ros.cli.common import ToolError, parse_args, run_tool
+from vdd_ros.util.config import ConfigError, knob, settings
+
+# console script -> its config dataclass (module vdd_ros.cli.<script>)
+TOOLS = {
+    "collect_demos": "CollectConfig",
+    "train_teacher": "TrainTeacherConfig",
+    "distill_offline": "DistillOfflineConfig",
+    "evaluate": "EvaluateConfig",
+    "bench": "BenchConfig",
+    "bench_loop": "BenchLoopConfig",
+    "demo": "DemoConfig",
+}
+HELP_BOUND_S = 5.0  # loose, for a busy machine; the target (< 1 s without torch) is a benchmark figure
+# Their config dataclasses still live in modules that import torch (teacher.train, pipeline.distill_job),
+# so --help pays for importing torch until those configs move to torch-free modules.
+TORCH_CONFIG_TOOLS = {"train_teacher", "distill_offline"}
+
+
+def _run(args: list[str], cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", f"vdd_ros.cli.{args[0]}", *args[1:]]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_every_cli_console_script_is_covered() -> None:
+    scripts = dict(re.findall(r'"(\w+) = vdd_ros\.cli\.(\w+):main"', (REPO / "setup.py").read_text()))
+    assert scripts == {name: name for name in TOOLS}
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_help_lists_every_setting_quickly(tool: str, tmp_path: pathlib.Path) -> None:
+    start = time.monotonic()
+    out = _run([tool, "--help"], tmp_path)
+    elapsed = time.monotonic() - start
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"usage: {tool} [CONFIG.yaml] [key=value ...]")
+    config = getattr(importlib.import_module(f"vdd_ros.cli.{tool}"), TOOLS[tool])
+    names = re.findall(r"^  (\S+)  ", out.stdout, re.M)
+    assert names == [s.name for s in settings(config)]
+    bound = 4 * HELP_BOUND_S if tool in TORCH_CONFIG_TOOLS else HELP_BOUND_S
+    assert elapsed < bound, f"{tool} --help took {elapsed:.1f} s"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train_teacher", "iterations=-5"], "iterations must be >= 1"),
+        (["distill_offline", "train.iterations=-5"], "train.iterations must be >= 1"),
+        (["evaluate", "policy=missing.onnx"], "policy missing.onnx does not exist"),
+        (["evaluate", "polcy=policies/avoiding_vdd.onnx"], "did you mean 'policy'"),
+        (["evaluate", "--policy", "policies/avoiding_vdd.onnx"], "unknown option '--policy'"),
+        (["collect_demos", "episodes=0"], "episodes must be >= 1"),
+        (["collect_demos", "missing.yaml"], "config file missing.yaml does not exist"),
+        (["bench", "teacher=missing"], "teacher missing is not a directory"),
+        (["bench_loop", "swaps=0"], "swaps must be > 0"),
+        (["demo", "fast=maybe"], "expected true/false"),
+    ],
+)
+def test_bad_setting_is_one_line_exit_2_and_no_folder(args: list[str], message: str, tmp_path: pathlib.Path) -> None:
+    out = _run(args, tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{args[0]}: error: ") and message in lines[0], out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_writes_only_under_its_output(tmp_path: pathlib.Path, monkeypatch, capsys) -> None:
+    from vdd_ros.cli.evaluate import main
+
+    policies = sorted(p.name for p in (REPO / "policies").iterdir())
+    monkeypatch.chdir(tmp_path)
+    assert main([f"policy={REPO / 'policies' / 'avoiding_vdd.onnx'}", "episodes=4"]) == 0
+    out = tmp_path / "runs" / "eval" / "avoiding_vdd"
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [
+        "runs/eval/avoiding_vdd/eval_mean.json",
+        "runs/eval/avoiding_vdd/eval_mean.png",
+    ]
+    assert json.loads((out / "eval_mean.json").read_text())["episodes"] == 4
+    assert "rollouts 4/4" in capsys.readouterr().out  # progress, not minutes of silence
+    assert sorted(p.name for p in (REPO / "policies").iterdir()) == policies
+
+
+def test_evaluate_rejects_a_file_that_is_not_a_policy(tmp_path: pathlib.Path, monkeypatch, capsys) -> None:
+    from vdd_ros.cli.evaluate import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.onnx").write_bytes(b"not a graph")
+    assert main(["policy=bad.onnx", "output=out"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("evaluate: error: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_parse_args_takes_one_leading_yaml_then_overrides(tmp_path: pathlib.Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("a: 1\n")
+    assert parse_args([str(cfg), "a=2", "b.c=[1, 2]"]) == (str(cfg), ["a=2", "b.c=[1, 2]"])
+    assert parse_args(["a=2"]) == (None, ["a=2"])
+    with pytest.raises(ConfigError, match="only the first argument"):
+        parse_args(["a=2", str(cfg)])
+
+
+def test_run_tool_exit_codes(capsys) -> None:
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Cfg:
+        n: int = knob(1, "a count")
+
+        def check(self) -> None:
+            if self.n < 1:
+                raise ConfigError("n must be >= 1")
+
+    def interrupted(cfg: Cfg) -> int:
+        raise KeyboardInterrupt
+
+    def refused(cfg: Cfg) -> int:
+        raise ToolError(f"cannot use {cfg.n}")
+
+    assert run_tool("t", "Doc.", Cfg, lambda cfg: cfg.n * 0, ["n=3"]) == 0
+    assert run_tool("t", "Doc.", Cfg, lambda cfg: 0, ["n=0"]) == 2
+    assert run_tool("t", "Doc.", Cfg, interrupted, []) == 130
+    assert run_tool("t", "Doc.", Cfg, refused, ["n=7"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "t: error: n must be >= 1",
+        "t: interrupted",
+        "t: error: cannot use 7",
+    ]
