@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from vdd_ros.pipeline.distill_job import DistillJobConfig, check_config, run_distillation
+from vdd_ros.pipeline.distill_config import DistillJobConfig, check_config
+from vdd_ros.pipeline.distill_job import run_distillation
 from vdd_ros.util.config import ConfigError, flatten, load_config, markdown_table, read_yaml, settings
 
 YAML = pathlib.Path("config/distill_avoiding.yaml")

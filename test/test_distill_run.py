@@ -13,11 +13,12 @@ import torch
 from vdd_ros.data.dataset import DemoDataset, dataset_sha256, save_dataset
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.export.contract import METADATA_KEY, PolicyContract, file_sha256
-from vdd_ros.pipeline.distill_job import DistillError, DistillJobConfig, run_distillation
+from vdd_ros.pipeline.distill_config import DistillJobConfig
+from vdd_ros.pipeline.distill_job import DistillError, run_distillation
 from vdd_ros.tasks.registry import get_task
 from vdd_ros.teacher.checkpoint import TeacherMeta, save_teacher, teacher_meta_fields, teacher_sha256
+from vdd_ros.teacher.config import NetworkConfig
 from vdd_ros.teacher.ddpm import DDPMTeacher
-from vdd_ros.teacher.network import NetworkConfig
 from vdd_ros.util.config import ConfigError, load_config
 from vdd_ros.util.progress import EvalResult, Notice, Resumed, TrainProgress
 

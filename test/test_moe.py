@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vdd_ros.data.shape import PolicyShape
-from vdd_ros.moe.policy import GaussianMoE, MoEConfig, entropy, expert_log_prob, mixture_log_prob, rsample
+from vdd_ros.moe.config import MoEConfig
+from vdd_ros.moe.policy import GaussianMoE, entropy, expert_log_prob, mixture_log_prob, rsample
 
 torch.set_num_threads(1)
 

@@ -19,7 +19,8 @@ from vdd_ros.export import onnx_export
 from vdd_ros.export.contract import METADATA_KEY, PolicyContract, file_sha256
 from vdd_ros.export.onnx_export import export_policy
 from vdd_ros.export.random_policy import export_random_policy
-from vdd_ros.moe.policy import GaussianMoE, MoEConfig
+from vdd_ros.moe.config import MoEConfig
+from vdd_ros.moe.policy import GaussianMoE
 from vdd_ros.runtime.onnx_policy import load_policy
 
 torch.set_num_threads(1)

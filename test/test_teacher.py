@@ -29,12 +29,12 @@ from vdd_ros.teacher.checkpoint import (
     teacher_meta_fields,
     teacher_sha256,
 )
+from vdd_ros.teacher.config import NetworkConfig, TeacherTrainConfig
 from vdd_ros.teacher.ddpm import DDPMConfig, DDPMTeacher
 from vdd_ros.teacher.edm import EDMConfig, EDMTeacher
-from vdd_ros.teacher.network import NetworkConfig
 from vdd_ros.teacher.policy import TeacherPolicy
 from vdd_ros.teacher.ring_gmm import RingGMMTeacher
-from vdd_ros.teacher.train import STATE_DIR, TeacherTrainConfig, TrainData, train_teacher
+from vdd_ros.teacher.train import STATE_DIR, TrainData, train_teacher
 from vdd_ros.util.checkpoint import NonFiniteError
 from vdd_ros.util.config import load_config, markdown_table
 from vdd_ros.util.files import sha256_file

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from vdd_ros.data.shape import PolicyShape
+from vdd_ros.distill.config import TrainConfig, VDDConfig
 from vdd_ros.distill.em_baseline import EMTrainer
-from vdd_ros.distill.trainer import TrainConfig
-from vdd_ros.distill.vdd import VDDConfig, VDDTrainer, gating_loss, log_q_tilde, vdd_expert_loss
-from vdd_ros.moe.policy import GaussianMoE, MoEConfig, MoEOutput
+from vdd_ros.distill.vdd import VDDTrainer, gating_loss, log_q_tilde, vdd_expert_loss
+from vdd_ros.moe.config import MoEConfig
+from vdd_ros.moe.policy import GaussianMoE, MoEOutput
 from vdd_ros.teacher.base import Teacher
 from vdd_ros.teacher.ring_gmm import RingGMMTeacher
 from vdd_ros.util.checkpoint import NonFiniteError

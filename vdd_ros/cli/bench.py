@@ -107,7 +107,8 @@ def layout_latencies(teacher: TeacherPolicy, teacher_p50_ms: float, repeats: int
 
     from vdd_ros.export.contract import INPUT_NAMES, OUTPUT_NAMES
     from vdd_ros.export.onnx_export import to_onnx_bytes
-    from vdd_ros.moe.policy import GaussianMoE, MoEConfig
+    from vdd_ros.moe.config import MoEConfig
+    from vdd_ros.moe.policy import GaussianMoE
     from vdd_ros.runtime.bound_session import BoundSession
     from vdd_ros.runtime.onnx_policy import session_options
 
@@ -216,7 +217,8 @@ def plot(report: dict, path: pathlib.Path) -> None:
 
 def _fit_em(cfg: BenchConfig) -> None:
     """The maximum-likelihood baseline with the VDD run's settings, when no EM run was given."""
-    from vdd_ros.pipeline.distill_job import DistillJobConfig, run_distillation
+    from vdd_ros.pipeline.distill_config import DistillJobConfig
+    from vdd_ros.pipeline.distill_job import run_distillation
     from vdd_ros.util.config import load_config
     from vdd_ros.util.progress import printer
 

@@ -64,7 +64,7 @@ def _stage(n: int, text: str) -> float:
 
 
 def _teacher_step(out: pathlib.Path) -> int:
-    from vdd_ros.teacher.train import STATE_DIR
+    from vdd_ros.teacher.config import STATE_DIR
 
     state = out / STATE_DIR / "state.json"
     return json.loads(state.read_text())["iteration"] if state.exists() else -1
@@ -92,12 +92,14 @@ def run(cfg: DemoConfig) -> int:
     import torch
 
     from vdd_ros.pipeline.collect import CollectConfig, collect_demos
-    from vdd_ros.pipeline.distill_job import DistillJobConfig, run_distillation
+    from vdd_ros.pipeline.distill_config import DistillJobConfig
+    from vdd_ros.pipeline.distill_job import run_distillation
     from vdd_ros.pipeline.evaluate import evaluate_policy, open_policy, rollout_evaluator
     from vdd_ros.pipeline.latency import teacher_onnx_latency, teacher_torch_call
     from vdd_ros.runtime.latency import latency_samples_ms
     from vdd_ros.runtime.onnx_policy import NoiseSource, load_policy
-    from vdd_ros.teacher.train import TeacherTrainConfig, load_train_data, train_teacher
+    from vdd_ros.teacher.config import TeacherTrainConfig
+    from vdd_ros.teacher.train import load_train_data, train_teacher
     from vdd_ros.util.config import load_config
     from vdd_ros.util.files import atomic_write_json
     from vdd_ros.util.progress import printer

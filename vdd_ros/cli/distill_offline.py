@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 
 from vdd_ros.cli.common import EXIT_INTERRUPTED, ToolError, narrow, run_tool
-from vdd_ros.pipeline.distill_job import DistillJobConfig, check_config
+from vdd_ros.pipeline.distill_config import DistillJobConfig, check_config
 
 
 @dataclasses.dataclass(frozen=True)

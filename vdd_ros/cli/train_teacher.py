@@ -19,7 +19,7 @@ from vdd_ros.cli.common import (
     require_file,
     run_tool,
 )
-from vdd_ros.teacher.train import STATE_DIR, TeacherTrainConfig
+from vdd_ros.teacher.config import STATE_DIR, TeacherTrainConfig
 from vdd_ros.util.config import knob
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from vdd_ros.distill.trainer import MoETrainer, TrainConfig
-from vdd_ros.moe.policy import GaussianMoE, expert_log_prob
+from vdd_ros.distill.trainer import MoETrainer
+from vdd_ros.moe.policy import expert_log_prob
 
 
 class EMTrainer(MoETrainer):
@@ -21,17 +21,6 @@ class EMTrainer(MoETrainer):
 
     It shares ``TrainConfig`` (and so the state jitter) with VDD: a like-for-like baseline.
     """
-
-    def __init__(
-        self,
-        moe: GaussianMoE,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        train: TrainConfig,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(moe, obs, actions, train, seed, torch.device(device))
 
     def step(self) -> dict[str, float]:
         idx = self._batch_indices(self.obs.shape[0], self.train_config.batch_size)

@@ -10,32 +10,16 @@ one before, and non-finite weights are never saved.
 from __future__ import annotations
 
 import abc
-import dataclasses
 import pathlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from vdd_ros.distill.config import TrainConfig
 from vdd_ros.moe.policy import GaussianMoE
 from vdd_ros.util.checkpoint import Checkpoint, CheckpointStore, UnusableCheckpointError, shape_mismatch
-from vdd_ros.util.config import knob
 from vdd_ros.util.optim import checked_step, lr_factor, optimizer_tensors, restore_optimizer, set_lr
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """What the VDD and the EM trainer share: run length, batches, Adam, state jitter."""
-
-    iterations: int = knob(6000, "training iterations (VDD: expert_steps expert + gating_steps gating updates each)")
-    batch_size: int = knob(128, "states (VDD) or (state, action) pairs (EM) per update")
-    lr: float = knob(1e-3, "Adam learning rate of the experts and the gating")
-    lr_decay: bool = knob(True, "decay the learning rate linearly to 0 over the whole run")
-    obs_noise: float = knob(
-        -1.0,
-        "std of the Gaussian jitter on the normalised states trained on; < 0 = the value the teacher "
-        "was trained with (recorded in its checkpoint)",
-    )
 
 
 class MoETrainer(abc.ABC):
@@ -52,9 +36,10 @@ class MoETrainer(abc.ABC):
         obs: torch.Tensor,
         actions: torch.Tensor,
         train: TrainConfig,
-        seed: int,
-        device: torch.device,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> None:
+        device = torch.device(device)
         if train.iterations < 1:
             raise ValueError("iterations must be >= 1")
         if train.obs_noise < 0:

@@ -15,33 +15,12 @@ entropy is closed-form with full gradient.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
-from vdd_ros.distill.trainer import MoETrainer, TrainConfig
+from vdd_ros.distill.config import TrainConfig, VDDConfig
+from vdd_ros.distill.trainer import MoETrainer
 from vdd_ros.moe.policy import GaussianMoE, MoEOutput, entropy, expert_log_prob, rsample
 from vdd_ros.teacher.base import Teacher
-from vdd_ros.util.config import knob
-
-
-@dataclasses.dataclass(frozen=True)
-class VDDConfig:
-    """What only VDD has (the shared run settings are ``TrainConfig``); noise levels in the teacher's units."""
-
-    samples_per_expert: int = knob(2, "V, reparameterised samples per expert and state")
-    noise_low: float = knob(
-        -1.0, "lowest teacher noise level of the score (DDPM: step t, EDM: sigma); < 0 = the teacher's default"
-    )
-    noise_high: float = knob(-1.0, "highest teacher noise level of the score; < 0 = the teacher's default")
-    expert_steps: int = knob(2, "expert updates per iteration, each on a fresh batch of states")
-    gating_steps: int = knob(1, "gating updates per iteration on fresh (state, action) pairs (gating learned only)")
-    student_states: float = knob(
-        0.0,
-        "fraction of each expert batch drawn from the windows the student visited in its evaluation rollouts "
-        "(teacher-labelled, DAgger-style); 0 = dataset states only",
-    )
-    student_state_capacity: int = knob(50000, "newest student windows kept for student_states")
 
 
 def log_q_tilde(samples: torch.Tensor, out: MoEOutput) -> torch.Tensor:

@@ -17,7 +17,8 @@ from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.data.shape import PolicyShape
 from vdd_ros.export.contract import PolicyContract
 from vdd_ros.export.onnx_export import export_policy, save_model
-from vdd_ros.moe.policy import GaussianMoE, MoEConfig
+from vdd_ros.moe.config import MoEConfig
+from vdd_ros.moe.policy import GaussianMoE
 
 
 def export_random_policy(

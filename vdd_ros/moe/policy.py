@@ -18,7 +18,7 @@ import math
 import pathlib
 import shutil
 import tempfile
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,10 +26,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vdd_ros.data.shape import PolicyShape
-from vdd_ros.util.config import from_dict, knob
+from vdd_ros.moe.config import Activation, MoEConfig
+from vdd_ros.util.config import from_dict
 from vdd_ros.util.files import atomic_replace_dir
 
-Activation = Literal["mish", "silu"]
 # Mish is the paper's; SiLU is the same smooth, non-monotone shape but exports as a Sigmoid
 # and a Mul, cheaper in onnxruntime than Mish's Softplus + Tanh + Mul.
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"mish": nn.Mish, "silu": nn.SiLU}
@@ -37,35 +37,6 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"mish": nn.Mish, "silu": nn.SiLU}
 
 _WEIGHTS = "model.safetensors"
 _CONFIG = "moe_config.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class MoEConfig:
-    """Architecture of a GaussianMoE: what a user chooses (the shapes come with ``PolicyShape``)."""
-
-    num_experts: int = knob(8, "Z, the number of Gaussian experts")
-    covariance: Literal["diagonal", "full"] = knob(
-        "diagonal", "expert covariance: diagonal, or full (Cholesky factor over D = H * act_dim)"
-    )
-    activation: Literal["mish", "silu"] = knob(
-        "mish", "mish (the paper's) or silu (the same shape, a cheaper ONNX graph)"
-    )
-    hidden: int = knob(256, "width of the shared residual-MLP trunk")
-    trunk_blocks: int = knob(2, "residual blocks in the trunk")
-    head_hidden: int = knob(128, "hidden width of the mean and covariance heads")
-    gating: Literal["learned", "uniform"] = knob(
-        "uniform",
-        "uniform: q(z|s) = 1/Z, no gating step, keeps the teacher's diversity; "
-        "learned: a gating net fitted by an EM step on dataset actions (the paper)",
-    )
-    gating_hidden: int = knob(64, "width of the learned gating net (gating learned only)")
-    gating_blocks: int = knob(2, "residual blocks of the learned gating net (gating learned only)")
-    init_std: float = knob(1.0, "initial expert standard deviation in normalised action units (> min_std)")
-    min_std: float = knob(1e-4, "floor added to every expert standard deviation")
-    mean_init_bound: float = knob(1.0, "initial expert means are uniform in [-bound, bound] (normalised units)")
-    velocity_gain: float = knob(
-        0.0, "> 0: add tanh(gain * d / std(d)) direction features of the window's successive steps d"
-    )
 
 
 class MoEOutput(NamedTuple):

@@ -29,7 +29,7 @@ from vdd_ros.nodes.shared import (
     print_refusal,
     wants_help,
 )
-from vdd_ros.pipeline.distill_job import LIMITS, DistillError, DistillJobConfig, check_config, run_distillation
+from vdd_ros.pipeline.distill_config import LIMITS, DistillError, DistillJobConfig, check_config
 from vdd_ros.util.config import ConfigError, help_table, load_config, settings
 from vdd_ros.util.progress import EvalResult, Event, Notice, TrainProgress, describe
 
@@ -92,6 +92,8 @@ class DistillNode(Node):
         log = self.get_logger()
         try:
             log.info(f"distilling {self.config.teacher} on {self.config.dataset} -> {self.config.output}")
+            from vdd_ros.pipeline.distill_job import run_distillation  # torch: not for --help
+
             self.summary = run_distillation(self.config, self._on_progress, self._stop.is_set)
             if self.summary["status"] != "done":
                 log.warning(f"stopped at iteration {self.summary['iteration']}; run again to resume")

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from vdd_ros.data.shape import PolicyShape
-from vdd_ros.teacher.network import DenoiserMLP, NetworkConfig
+from vdd_ros.teacher.config import NetworkConfig
+from vdd_ros.teacher.network import DenoiserMLP
 
 
 class Teacher(nn.Module, abc.ABC):
@@ -113,12 +114,21 @@ class TrainableTeacher(Teacher):
 class NetworkTeacher(TrainableTeacher):
     """A teacher whose denoiser is the residual MLP of ``vdd_ros.teacher.network``."""
 
+    config_type: type  # the family's diffusion config dataclass (its defaults when none is given)
+
     def __init__(
-        self, obs_dim: int, act_dim: int, obs_window: int, act_chunk: int, network: NetworkConfig | None
+        self,
+        obs_dim: int,
+        act_dim: int,
+        obs_window: int = 5,
+        act_chunk: int = 1,
+        network: NetworkConfig | None = None,
+        config: Any = None,
     ) -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.obs_window, self.act_chunk = obs_dim, act_dim, obs_window, act_chunk
         self.network_config = network or NetworkConfig()
+        self.config = config or self.config_type()
         self.net = DenoiserMLP(obs_dim, act_dim, obs_window, act_chunk, self.network_config)
 
     @property

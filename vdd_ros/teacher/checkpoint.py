@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.data.shape import PolicyShape
 from vdd_ros.teacher.base import TrainableTeacher
-from vdd_ros.teacher.network import NetworkConfig
+from vdd_ros.teacher.config import NetworkConfig
 from vdd_ros.teacher.registry import get_family
 from vdd_ros.util.config import from_dict
 from vdd_ros.util.files import atomic_write, atomic_write_text, sha256_file

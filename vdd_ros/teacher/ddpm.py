@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from vdd_ros.teacher import samplers
 from vdd_ros.teacher.base import NetworkTeacher
-from vdd_ros.teacher.network import NetworkConfig
 from vdd_ros.util.config import knob
 
 _SAMPLERS = {"ddpm": samplers.ddpm_ancestral, "ddim": samplers.ddim}
@@ -82,18 +81,11 @@ class DDPMTeacher(NetworkTeacher):
     """pi(a|s) as an epsilon-predicting DDPM; the noise level is the 0-based step index t."""
 
     family = "ddpm"
+    config_type = DDPMConfig
+    config: DDPMConfig
 
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        obs_window: int = 5,
-        act_chunk: int = 1,
-        network: NetworkConfig | None = None,
-        config: DDPMConfig | None = None,
-    ) -> None:
-        super().__init__(obs_dim, act_dim, obs_window, act_chunk, network)
-        self.config = config or DDPMConfig()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.register_buffer("alpha_bar", cosine_alpha_bar(self.config.steps).float(), persistent=False)
 
     def eps(self, noisy: torch.Tensor, obs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

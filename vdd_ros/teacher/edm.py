@@ -14,7 +14,6 @@ import torch
 
 from vdd_ros.teacher import samplers
 from vdd_ros.teacher.base import NetworkTeacher
-from vdd_ros.teacher.network import NetworkConfig
 from vdd_ros.util.config import knob
 
 _SAMPLERS = {"euler": samplers.euler, "heun": samplers.heun, "euler_ancestral": samplers.euler_ancestral}
@@ -70,18 +69,8 @@ class EDMTeacher(NetworkTeacher):
     """pi(a|s) as a preconditioned denoiser; the noise level is sigma."""
 
     family = "edm"
-
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        obs_window: int = 5,
-        act_chunk: int = 1,
-        network: NetworkConfig | None = None,
-        config: EDMConfig | None = None,
-    ) -> None:
-        super().__init__(obs_dim, act_dim, obs_window, act_chunk, network)
-        self.config = config or EDMConfig()
+    config_type = EDMConfig
+    config: EDMConfig
 
     def denoise(self, noisy: torch.Tensor, obs: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Preconditioned D(a; sigma) = c_skip a + c_out F(c_in a, c_noise)."""

@@ -7,27 +7,12 @@ cheaper on CPU, which is what makes a 10-minute teacher possible.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
 from torch import nn
 
-from vdd_ros.util.config import knob
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkConfig:
-    """Size of the denoiser."""
-
-    width: int = knob(256, "hidden width of the residual MLP")
-    blocks: int = knob(3, "residual blocks")
-    emb_dim: int = knob(32, "sinusoidal features encoding the noise level (even)")
-    layer_norm: bool = knob(True, "pre-norm LayerNorm in every block")
-
-    def __post_init__(self) -> None:
-        if self.width < 1 or self.blocks < 0 or self.emb_dim < 2 or self.emb_dim % 2:
-            raise ValueError("network needs width >= 1, blocks >= 0 and an even emb_dim >= 2")
+from vdd_ros.teacher.config import NetworkConfig
 
 
 class NoiseEmbedding(nn.Module):

@@ -12,9 +12,9 @@ from typing import Any
 
 from vdd_ros.data.shape import PolicyShape
 from vdd_ros.teacher.base import TrainableTeacher
+from vdd_ros.teacher.config import NetworkConfig
 from vdd_ros.teacher.ddpm import DDPMConfig, DDPMTeacher
 from vdd_ros.teacher.edm import EDMConfig, EDMTeacher
-from vdd_ros.teacher.network import NetworkConfig
 from vdd_ros.util.config import from_dict
 
 

@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.data.shape import PolicyShape
 from vdd_ros.teacher.base import TrainableTeacher
 from vdd_ros.teacher.checkpoint import TeacherCheckpointError, TeacherMeta, save_teacher, teacher_meta_fields
-from vdd_ros.teacher.network import NetworkConfig
+from vdd_ros.teacher.config import STATE_DIR, TeacherTrainConfig
 from vdd_ros.teacher.registry import get_family
 from vdd_ros.util.checkpoint import (
     Checkpoint,
@@ -37,76 +37,17 @@ from vdd_ros.util.checkpoint import (
     UnusableCheckpointError,
     shape_mismatch,
 )
-from vdd_ros.util.config import knob, to_dict
+from vdd_ros.util.config import to_dict
 from vdd_ros.util.optim import checked_step, lr_factor, optimizer_tensors, restore_optimizer, set_lr
 from vdd_ros.util.progress import EvalResult, Notice, OnProgress, Resumed, TrainProgress, ignore
 from vdd_ros.util.torch_setup import resolve_device, rng_state, set_rng_state, set_threads
 
-STATE_DIR = "training_state"
 EVAL_LOG = "eval.jsonl"
 PROGRESS_EVERY = 100  # steps between TrainProgress events
 _GROUPS = ("model", "ema", "optim")  # tensor groups of a training checkpoint
 _OPTIMIZER = "adamw"
 
-# Lower bounds of the integer settings, checked before any work.
-_MINIMUM = {"obs_window": 1, "act_chunk": 1, "iterations": 1, "batch_size": 1, "warmup": 0}
-_MINIMUM |= {"eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0, "torch_threads": 0}
-
 Evaluate = Callable[[TrainableTeacher, TeacherMeta], dict[str, float]]
-
-
-@dataclasses.dataclass(frozen=True)
-class TeacherTrainConfig:
-    """One YAML file per teacher (config/teacher_avoiding*.yaml); checked on construction."""
-
-    family: str = knob("ddpm", "teacher family, a name in vdd_ros.teacher.registry (built in: ddpm, edm)")
-    dataset: str = knob("runs/demos/avoiding.safetensors", "demonstration file to train on")
-    output: str = knob("runs/teacher_ddpm", "output folder: model.safetensors, teacher.json, training_state/")
-    obs_window: int = knob(5, "T, observations per window (>= 1)")
-    act_chunk: int = knob(1, "H, actions per predicted chunk (>= 1)")
-    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)  # size of the denoiser MLP
-    # After construction an instance of the family's config dataclass (teacher.registry).
-    diffusion: object = knob(
-        None, "the family's settings (DDPMConfig / EDMConfig, docs/teacher.md); omitted keys take its defaults"
-    )
-    iterations: int = knob(20000, "optimizer steps (>= 1)")
-    batch_size: int = knob(256, "windows per step (>= 1)")
-    lr: float = knob(1e-3, "peak AdamW learning rate (> 0)")
-    weight_decay: float = knob(1e-4, "AdamW weight decay (>= 0)")
-    warmup: int = knob(500, "steps of linear learning-rate warm-up (>= 0)")
-    lr_schedule: Literal["cosine", "linear", "constant"] = knob(
-        "cosine", "learning rate after warm-up: cosine or linear decay reaching 0 at the last step, or constant"
-    )
-    ema_decay: float = knob(0.999, "decay of the exponential moving average of the weights that is saved, in [0, 1)")
-    obs_noise: float = knob(
-        0.0,
-        "std of Gaussian noise on the normalised observation windows of each batch (>= 0): scripted demos are so "
-        "smooth that the next action is almost a function of the exact window; the noise stops the teacher from "
-        "keying on sub-millimetre detail closed-loop rollouts do not reproduce",
-    )
-    eval_every: int = knob(0, "steps between rollout evaluations that select the saved EMA teacher; 0 = none")
-    eval_episodes: int = knob(48, "rollouts per evaluation (>= 1)")
-    checkpoint_every: int = knob(2000, "steps between resumable checkpoints; 0 = only at the end or on a stop")
-    seed: int = knob(0, "seed of the initial weights and of the batches")
-    device: str = knob("auto", "torch device; auto = CUDA when available, else CPU")
-    torch_threads: int = knob(2, "CPU threads for torch; 0 keeps torch's default")
-
-    def __post_init__(self) -> None:
-        family = get_family(self.family)  # UnknownFamilyError names the known ones
-        if self.diffusion is None or isinstance(self.diffusion, dict):
-            object.__setattr__(self, "diffusion", family.parse_config(self.diffusion or {}, "diffusion"))
-        elif not isinstance(self.diffusion, family.config):
-            raise ValueError(f"diffusion: family {self.family!r} takes a {family.config.__name__}")
-        for name, low in _MINIMUM.items():
-            if getattr(self, name) < low:
-                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if not (self.lr > 0 and self.weight_decay >= 0 and self.obs_noise >= 0 and 0 <= self.ema_decay < 1):
-            raise ValueError("need lr > 0, weight_decay >= 0, obs_noise >= 0 and 0 <= ema_decay < 1")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError as exc:
-                raise ValueError(f"device {self.device!r}: {exc}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,41 @@
+"""Training settings of the distillation trainers, importable without torch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vdd_ros.util.config import knob
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What the VDD and the EM trainer share: run length, batches, Adam, state jitter."""
+
+    iterations: int = knob(6000, "training iterations (VDD: expert_steps expert + gating_steps gating updates each)")
+    batch_size: int = knob(128, "states (VDD) or (state, action) pairs (EM) per update")
+    lr: float = knob(1e-3, "Adam learning rate of the experts and the gating")
+    lr_decay: bool = knob(True, "decay the learning rate linearly to 0 over the whole run")
+    obs_noise: float = knob(
+        -1.0,
+        "std of the Gaussian jitter on the normalised states trained on; < 0 = the value the teacher "
+        "was trained with (recorded in its checkpoint)",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class VDDConfig:
+    """What only VDD has (the shared run settings are ``TrainConfig``); noise levels in the teacher's units."""
+
+    samples_per_expert: int = knob(2, "V, reparameterised samples per expert and state")
+    noise_low: float = knob(
+        -1.0, "lowest teacher noise level of the score (DDPM: step t, EDM: sigma); < 0 = the teacher's default"
+    )
+    noise_high: float = knob(-1.0, "highest teacher noise level of the score; < 0 = the teacher's default")
+    expert_steps: int = knob(2, "expert updates per iteration, each on a fresh batch of states")
+    gating_steps: int = knob(1, "gating updates per iteration on fresh (state, action) pairs (gating learned only)")
+    student_states: float = knob(
+        0.0,
+        "fraction of each expert batch drawn from the windows the student visited in its evaluation rollouts "
+        "(teacher-labelled, DAgger-style); 0 = dataset states only",
+    )
+    student_state_capacity: int = knob(50000, "newest student windows kept for student_states")
