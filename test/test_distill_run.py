@@ -12,7 +12,7 @@ import torch
 
 from vdd_ros.data.dataset import DemoDataset, dataset_sha256, save_dataset
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.export.contract import METADATA_KEY, PolicyContract, file_sha256
+from vdd_ros.export.contract import METADATA_KEY, PolicyContract
 from vdd_ros.pipeline.distill_config import DistillJobConfig
 from vdd_ros.pipeline.distill_job import DistillError, run_distillation
 from vdd_ros.tasks.registry import get_task
@@ -20,6 +20,7 @@ from vdd_ros.teacher.checkpoint import TeacherMeta, save_teacher, teacher_meta_f
 from vdd_ros.teacher.config import NetworkConfig
 from vdd_ros.teacher.ddpm import DDPMTeacher
 from vdd_ros.util.config import ConfigError, load_config
+from vdd_ros.util.files import sha256_file
 from vdd_ros.util.progress import EvalResult, Notice, Resumed, TrainProgress
 
 torch.set_num_threads(1)
@@ -85,7 +86,7 @@ def test_exports_policy_with_full_contract(inputs, method):
     summary = run_distillation(_cfg(inputs, name=method, method=method), on_progress=events.append)
     assert summary["status"] == "done" and [e["iteration"] for e in summary["evals"]] == [2, 4]
     path = inputs / method / "policy.onnx"
-    assert summary["sha256"] == file_sha256(path)
+    assert summary["sha256"] == sha256_file(path)
     contract = _contract(path)
     assert contract.task == TASK_NAME and contract.obs_names == OBS_NAMES and contract.created_utc
     assert contract.dataset_sha256 == dataset_sha256(inputs / "demos.safetensors")

@@ -15,13 +15,14 @@ import torch
 
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.data.shape import PolicyShape
-from vdd_ros.export import onnx_export
-from vdd_ros.export.contract import METADATA_KEY, PolicyContract, file_sha256
+from vdd_ros.export.contract import METADATA_KEY, PolicyContract
 from vdd_ros.export.onnx_export import export_policy
 from vdd_ros.export.random_policy import export_random_policy
 from vdd_ros.moe.config import MoEConfig
 from vdd_ros.moe.policy import GaussianMoE
 from vdd_ros.runtime.onnx_policy import load_policy
+from vdd_ros.util import files
+from vdd_ros.util.files import sha256_file
 
 torch.set_num_threads(1)
 
@@ -178,7 +179,7 @@ def test_metadata_and_hash(exported):
     props = {p.key: p.value for p in model.metadata_props}
     contract = PolicyContract.from_json(props[METADATA_KEY])
     assert contract == _contract(contract.covariance)
-    assert digest == file_sha256(path)
+    assert digest == sha256_file(path)
     assert pathlib.Path(f"{path}.sha256").read_text().split()[0] == digest
     assert not any(p.name.endswith(".data") for p in path.parent.iterdir())  # single file, weights inline
 
@@ -205,14 +206,14 @@ def test_write_is_atomic(tmp_path, monkeypatch):
             seen.append(dst)
         real_replace(src, dst)
 
-    monkeypatch.setattr(onnx_export.os, "replace", checking_replace)
+    monkeypatch.setattr(files.os, "replace", checking_replace)
     export_policy(_moe("diagonal"), _contract("diagonal"), OBS_NORM, ACT_NORM, path)
     assert seen == [path]
 
     def failing_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(onnx_export.os, "replace", failing_replace)
+    monkeypatch.setattr(files.os, "replace", failing_replace)
     before = path.read_bytes()
     with pytest.raises(OSError):
         export_policy(_moe("full"), _contract("full"), OBS_NORM, ACT_NORM, path)

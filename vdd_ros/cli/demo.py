@@ -190,10 +190,12 @@ def run(cfg: DemoConfig) -> int:
     moe_ms = latency_samples_ms(lambda: loaded.run(*feed), 2000)
     teacher_ort = teacher_onnx_latency(teacher, steps, 1000)  # the like-for-like comparison
 
-    t = _stage(6, f"closed loop over ROS 2: controller + avoiding_sim processes, {plan.ros_episodes} episodes")
+    t = _stage(6, f"closed loop over ROS 2: controller + task_sim processes, {plan.ros_episodes} episodes")
     from vdd_ros.harness.loop_eval import run_ros_loop
 
-    loop = run_ros_loop(policy_path, episodes=plan.ros_episodes, log_dir=str(root)).to_json_dict()
+    loop = run_ros_loop(
+        policy_path, episodes=plan.ros_episodes, log_dir=str(root), on_progress=printer("    ")
+    ).to_json_dict()
     _histogram(teacher_ms, moe_ms, loop, plots["latency histogram"], steps)
     print(f"    ({time.monotonic() - t:.0f} s)")
 

@@ -2,7 +2,7 @@
 
 Give ``policy`` (an exported ONNX policy) or ``teacher`` (a checkpoint directory). By default
 the in-process evaluation runs vectorised rollouts (480, seed 0); ``ros=true`` measures the
-same ONNX policy through controller + avoiding_sim over DDS and adds loop latency. Writes
+same ONNX policy through controller + task_sim over DDS and adds loop latency. Writes
 ``<output>/<tag>.json`` (and ``.png``) only, never next to the policy.
 Example: evaluate policy=policies/avoiding_vdd.onnx output=/tmp/eval
 """
@@ -36,7 +36,7 @@ class EvaluateConfig:
     task: str = knob("", "task to roll out on ('': the task the policy or teacher was trained on)")
     episodes: int = knob(480, "number of rollouts")
     seed: int = knob(0, "rollout seed")
-    ros: bool = knob(False, "run the ONNX policy through controller + avoiding_sim processes over DDS")
+    ros: bool = knob(False, "run the ONNX policy through controller + task_sim processes over DDS")
     rate: float = knob(500.0, "controller rate with ros=true [Hz]")
     output: str = knob("", "output directory ('': runs/eval/<policy or teacher name>)")
 
@@ -82,29 +82,30 @@ def _open(cfg: EvaluateConfig) -> Policy:
 
 
 def run(cfg: EvaluateConfig) -> int:
+    from vdd_ros.pipeline.evaluate import evaluate_policy, trained_task
     from vdd_ros.util.files import atomic_write_json
     from vdd_ros.util.progress import printer
 
-    policy = None if cfg.ros else _open(cfg)
+    policy = _open(cfg)  # also for ros=true: a bad file fails here, in one line, before any process starts
+    task = cfg.task or trained_task(policy)
     out = output_dir(str(cfg.out_dir))
     report_path = out / f"{cfg.tag}.json"
-    if policy is None:
+    if cfg.ros:
         from vdd_ros.harness.loop_eval import run_ros_loop
 
         loop = run_ros_loop(
             cfg.policy,
+            task=task,
             episodes=cfg.episodes,
             control_rate_hz=cfg.rate,
             sampling_mode=cfg.mode,
             seed=cfg.seed,
             log_dir=str(out),
+            on_progress=printer(),
         )
         report = {"policy": str(cfg.source), "ros_loop": True, **loop.to_json_dict()}
     else:
-        from vdd_ros.pipeline.evaluate import evaluate_policy, trained_task
-
         plot = report_path.with_suffix(".png")
-        task = cfg.task or trained_task(policy)
         result = evaluate_policy(policy, task, cfg.episodes, cfg.seed, plot=plot, on_progress=printer())
         report = {"policy": policy.name, "source": str(cfg.source), **result.to_json_dict(), "plot": str(plot)}
     atomic_write_json(report_path, report, indent=2)

@@ -18,10 +18,8 @@ IOBinding / CUDA graphs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
-import pathlib
 import reprlib
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -303,12 +301,3 @@ class PolicyContract:
                 f"control_period_s differs: running {self.control_period_s}, candidate {other.control_period_s}"
             )
         return reasons
-
-
-def file_sha256(path: str | pathlib.Path) -> str:
-    """sha256 of a file's bytes, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

@@ -20,11 +20,12 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from vdd_ros_msgs.msg import EpisodeResult, PolicyStatus
 
-from vdd_ros.harness.process import NodeProcess
+from vdd_ros.harness.process import NodeProcess, ros_params
 from vdd_ros.nodes.task_sim import RESULT_QOS
 from vdd_ros.tasks.base import Task
 from vdd_ros.tasks.metrics import behaviour_entropy, mode_histogram
 from vdd_ros.tasks.registry import get_task
+from vdd_ros.util.progress import OnProgress, RolloutProgress, ignore
 
 _RUNS = itertools.count()
 
@@ -60,6 +61,7 @@ def run_ros_loop(
     timeout_s: float = 600.0,
     log_dir: str | None = None,
     namespace: str = "vdd_eval",
+    on_progress: OnProgress = ignore,
 ) -> LoopResult:
     """Run ``episodes`` episodes of ``task`` through controller + simulator processes."""
     task = get_task(task)
@@ -74,37 +76,26 @@ def run_ros_loop(
     node.create_subscription(PolicyStatus, f"{ns}/vdd_controller/status", status.append, 10)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
+    controller_params = {
+        "policy_path": os.path.abspath(policy_path),
+        "control_rate_hz": control_rate_hz,
+        "sampling_mode": sampling_mode,
+        "seed": seed,
+        "stale_timeout_s": 1.0,
+        # 500 Hz here only makes lockstep evaluation fast; vetting's real-time budget is for robots
+        "latency_budget_fraction": 1.0,
+        "status_rate_hz": 5.0,
+    }
     controller = NodeProcess(
-        "controller",
-        [
-            "-r",
-            f"__ns:={ns}",
-            "-p",
-            f"policy_path:={os.path.abspath(policy_path)}",
-            "-p",
-            f"control_rate_hz:={control_rate_hz}",
-            "-p",
-            f"sampling_mode:={sampling_mode}",
-            "-p",
-            f"seed:={seed}",
-            "-p",
-            "stale_timeout_s:=1.0",
-            "-p",  # 500 Hz here only makes lockstep evaluation fast; vetting's real-time budget is for robots
-            "latency_budget_fraction:=1.0",
-            "-p",
-            "status_rate_hz:=5.0",
-        ],
-        pathlib.Path(log_dir, "controller.log"),
+        "controller", ["-r", f"__ns:={ns}", *ros_params(controller_params)], pathlib.Path(log_dir, "controller.log")
     )
-    sim_args = {"task": task.name, "lockstep": "true", "episodes": episodes, "seed": seed}
+    sim_params = {"task": task.name, "lockstep": True, "episodes": episodes, "seed": seed}
     sim = NodeProcess(
-        "task_sim",
-        ["-r", f"__ns:={ns}", *(a for k, v in sim_args.items() for a in ("-p", f"{k}:={v}"))],
-        pathlib.Path(log_dir, "task_sim.log"),
+        "task_sim", ["-r", f"__ns:={ns}", *ros_params(sim_params)], pathlib.Path(log_dir, "task_sim.log")
     )
     started = time.monotonic()
     try:
-        last_report = 0
+        reported, last_report = 0, started
         while len(results) < episodes:
             executor.spin_once(timeout_sec=0.1)
             for proc in (controller, sim):
@@ -112,10 +103,10 @@ def run_ros_loop(
                     raise RuntimeError(f"{proc.log_path.stem} exited early; log:\n{proc.log()[-2000:]}")
             if time.monotonic() - started > timeout_s:
                 raise TimeoutError(f"ROS loop: {len(results)}/{episodes} episodes after {timeout_s:.0f} s")
-            if len(results) >= last_report + max(1, episodes // 8):
-                last_report = len(results)
-                ok = np.mean([r.success for r in results])
-                print(f"  ROS loop: {len(results)}/{episodes} episodes, success so far {ok:.2f}", flush=True)
+            now = time.monotonic()
+            if len(results) > reported and (len(results) >= reported + max(1, episodes // 8) or now - last_report > 10):
+                reported, last_report = len(results), now
+                on_progress(RolloutProgress(reported, episodes, sum(r.success for r in results)))
         wall = time.monotonic() - started
     finally:
         for proc in (sim, controller):

@@ -1,8 +1,8 @@
 """An onnxruntime session whose batch-1 inputs and outputs are bound once to fixed buffers.
 
-``InferenceSession.run`` converts its feed dict and allocates every output on each call;
-for a graph that computes in ~15 us that is a third of the time (measured ~8 us per call
-on the dev CPU). Here the buffers are allocated and bound once (zero-copy, by pointer), so
+``InferenceSession.run`` converts its feed dict and allocates every output on each call,
+a large share of the time of a graph that computes in microseconds (docs/results.md,
+measurement notes). Here the buffers are allocated and bound once (zero-copy, by pointer), so
 a call is: copy the inputs in, run, copy the outputs out. Nothing in the control loop then
 allocates a tensor per tick.
 """

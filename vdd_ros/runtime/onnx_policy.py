@@ -137,8 +137,8 @@ def _session_from_private_copy(
     The file is read once, in blocks that are hashed and copied to a folder nobody else
     writes, and onnxruntime parses that copy: the graph loaded is the one hashed even if
     ``path`` is replaced meanwhile. onnxruntime parses a file path with the GIL released
-    but an in-memory model with it held, and freeing a whole-file buffer holds it too
-    (measured at 600 MB: 0.3-0.7 s and 67 ms), which would stall the control thread.
+    but an in-memory model with it held, and freeing a whole-file buffer holds it too, which
+    would stall the control thread for a large file (docs/results.md, measurement notes).
     """
     digest = hashlib.sha256()
     with tempfile.TemporaryDirectory(prefix="vdd_policy_", dir=scratch_dir) as folder:

@@ -36,7 +36,7 @@ class DDPMConfig:
 
     steps: int = knob(8, "N, diffusion steps of the cosine schedule (training and sampling)")
     sampler: Literal["ddpm", "ddim"] = knob(
-        "ddpm", "ddpm: ancestral (the more reliable on Avoiding); ddim: deterministic"
+        "ddpm", "ddpm: ancestral (stochastic, the DDPM sampler); ddim: deterministic"
     )
     sample_steps: int = knob(8, "default sampling steps k, 1..steps (a strided sub-sequence of the N steps)")
     clip_x0: float = knob(3.0, "bound on the predicted clean action (normalised units) in each sampler step; 0 = off")

@@ -53,15 +53,7 @@ class Notice:
     message: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Stage:
-    """A job moved to a new stage (``demo`` numbers them)."""
-
-    index: int
-    text: str
-
-
-Event = TrainProgress | EvalResult | RolloutProgress | Resumed | Notice | Stage
+Event = TrainProgress | EvalResult | RolloutProgress | Resumed | Notice
 OnProgress = Callable[[Event], None]
 
 
@@ -84,8 +76,6 @@ def describe(event: Event) -> str:
             return f"resumed from the checkpoint at iteration {iteration}"
         case Notice(message):
             return f"warning: {message}"
-        case Stage(index, text):
-            return f"== [{index}] {text}"
     raise TypeError(f"not a progress event: {event!r}")
 
 
