@@ -66,10 +66,10 @@ claim_domain() {
   return 1
 }
 
-# Episode lines: "episode N: success|failure in S steps, path P, late actions L".
+# Episode lines: "episode N: success|failure in S steps, mode M, late actions L" (M is -1 for none).
 summarise() {
   awk '
-    match($0, /episode [0-9]+: (success|failure) in [0-9]+ steps, path [0-9]+, late actions [0-9]+/) {
+    match($0, /episode [0-9]+: (success|failure) in [0-9]+ steps, mode -?[0-9]+, late actions [0-9]+/) {
       k = split(substr($0, RSTART, RLENGTH), f, " ")  # f[3]: outcome, f[k]: late actions
       n++
       if (f[3] == "success") s++

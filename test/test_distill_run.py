@@ -94,6 +94,7 @@ def test_exports_policy_with_full_contract(inputs, method):
     assert contract.training["method"] == method and contract.training["train"]["iterations"] == 4
     assert contract.training["train"]["obs_noise"] == TEACHER_OBS_NOISE  # the teacher's, resolved
     assert contract.training["moe"]["obs_window"] == 5 and contract.training["moe"]["hidden"] == 16
+    assert "output" not in contract.training and contract.training["teacher"] == "teacher"  # no machine paths
     assert json.loads((inputs / method / "summary.json").read_text())["sha256"] == summary["sha256"]
     evals = [e for e in events if isinstance(e, EvalResult)]
     assert [(e.iteration, e.final) for e in evals] == [(2, False), (4, False), (summary["selected_iteration"], True)]

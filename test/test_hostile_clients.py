@@ -24,7 +24,7 @@ from test_controller import OBS, ControllerClient, start_controller
 from test_distill_run import inputs  # noqa: F401  (a pytest fixture: tiny teacher and dataset)
 
 from vdd_ros.export.random_policy import export_random_policy
-from vdd_ros.harness.process import executable_path
+from vdd_ros.harness.process import executable_path, ros_params
 
 
 @pytest.fixture
@@ -305,11 +305,39 @@ def test_ctrl_c_stops_distill_after_its_last_progress(start_node, ros: RosHarnes
         "torch_threads": 1,
         "device": "cpu",
     }
-    args = [a for k, v in settings.items() for a in ("-p", f"{k}:={v}")]
-    node = start_node("distill", args)
+    node = start_node("distill", ros_params(settings))
     ros.spin_until(lambda: any(p.phase == "training" for p in progress), 120.0, f"training; log:\n{node.log()}")
     node.proc.send_signal(signal.SIGINT)
     ros.spin_until(lambda: node.proc.poll() is not None, 60.0, "distill to exit")
     ros.spin_until(lambda: progress[-1].phase == "stopped", 10.0, f"the 'stopped' message; log:\n{node.log()}")
     assert node.proc.returncode == 130 and "Traceback" not in node.log(), node.log()
     assert (tmp_path / "out" / "checkpoint" / "state.json").is_file()  # run again to resume
+
+
+def test_distill_deploys_its_policy_to_a_running_controller(start_node, ros: RosHarness, inputs, tmp_path):  # noqa: F811
+    """deploy_to: the finished policy goes through the controller's vetting (the one set_policy_path client)."""
+    shipped = str(pathlib.Path(__file__).resolve().parents[1] / "policies" / "avoiding_vdd.onnx")
+    client = ControllerClient(ros, "deploy")
+    start_controller(start_node, shipped, "deploy")
+    client.wait_actions(5)
+    settings = {
+        "teacher": inputs / "teacher",
+        "dataset": inputs / "demos.safetensors",
+        "output": tmp_path / "out",
+        "moe.hidden": 16,
+        "moe.trunk_blocks": 1,
+        "train.iterations": 20,
+        "train.batch_size": 8,
+        "eval.every": 0,
+        "eval.final_episodes": 0,
+        "torch_threads": 1,
+        "device": "cpu",
+        "policy_id": "deployed",
+        "deploy_to": "/deploy/vdd_controller",
+    }
+    node = start_node("distill", ros_params(settings))
+    ros.spin_until(lambda: node.proc.poll() is not None, 180.0, f"distill to finish; log:\n{node.log()}")
+    assert node.proc.returncode == 0, node.log()
+    client.wait_last(lambda a: a.policy_id == "deployed", "actions of the deployed policy")
+    assert client.wait_status().policy_path == str(tmp_path / "out" / "policy.onnx")
+

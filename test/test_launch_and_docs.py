@@ -53,8 +53,8 @@ def test_launch_description_builds_when_launch_is_installed() -> None:
     entities = module.generate_launch_description().entities
     declared = {e.name for e in entities if isinstance(e, DeclareLaunchArgument)}
     assert declared == set(re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', LAUNCH.read_text()))
-    executables = sorted(e.node_executable for e in entities if isinstance(e, Node))
-    assert executables == sorted(n["executable"] for n in _launch_nodes())
+    executables = {e.node_executable for e in entities if isinstance(e, Node)}
+    assert executables == {n["executable"] for n in _launch_nodes()}
 
 
 def test_dataset_format_example_runs(tmp_path: pathlib.Path) -> None:

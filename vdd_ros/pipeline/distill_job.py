@@ -134,8 +134,12 @@ def _make_trainer(inputs: _Inputs, device: torch.device) -> MoETrainer:
 def _contract(inputs: _Inputs, moe: GaussianMoE, iteration: int) -> PolicyContract:
     cfg, meta = inputs.cfg, inputs.meta
     now = datetime.datetime.now(datetime.UTC)
+    # Provenance without machine paths (the file ships to robots): inputs are named by their
+    # sha256 fields and the folder names, the output folder not at all.
+    settings = {k: v for k, v in to_dict(cfg).items() if k != "output"}
+    settings.update(teacher=pathlib.Path(cfg.teacher).name, dataset=pathlib.Path(cfg.dataset).name)
     training = {
-        **to_dict(cfg),
+        **settings,
         "moe": moe.describe(),
         "iterations_done": iteration,
         "teacher_family": meta.family,
