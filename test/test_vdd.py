@@ -36,7 +36,7 @@ class ConstantScoreTeacher(Teacher):
         out = self.c.expand_as(actions).clone()
         return out * float("nan") if self.nan_after is not None and self.calls > self.nan_after else out
 
-    def sample(self, obs, steps=None, noise=None, generator=None):
+    def _sample(self, obs, steps, noise):
         return torch.zeros(obs.shape[0], 1, self.act_dim)
 
     default_sample_steps = 1

@@ -67,7 +67,7 @@ class Teacher(nn.Module, abc.ABC):
     ) -> torch.Tensor:
         """Draw n noise levels uniformly in [low, high] (a range ``check_noise_range`` accepts)."""
 
-    @abc.abstractmethod
+    @torch.no_grad()
     def sample(
         self,
         obs: torch.Tensor,
@@ -83,6 +83,12 @@ class Teacher(nn.Module, abc.ABC):
         correlate the noise over control steps (``TeacherPolicy``). Otherwise the draws come
         from ``generator`` (or torch's global one).
         """
+        steps = steps or self.default_sample_steps
+        return self._sample(obs, steps, self._sampler_noise(obs, steps, noise, generator))
+
+    @abc.abstractmethod
+    def _sample(self, obs: torch.Tensor, steps: int, noise: torch.Tensor) -> torch.Tensor:
+        """The family's sampler, every random draw taken from ``noise`` (laid out as ``noise_shape``)."""
 
     def noise_shape(self, batch: int, steps: int | None = None) -> tuple[int, int, int, int]:
         """The layout of ``sample``'s ``noise`` argument."""

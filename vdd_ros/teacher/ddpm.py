@@ -117,16 +117,8 @@ class DDPMTeacher(NetworkTeacher):
         lo, hi = self._noise_range(low, high)
         return torch.randint(lo, hi + 1, (n,), generator=generator, device=self.alpha_bar.device)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        obs: torch.Tensor,
-        steps: int | None = None,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        timesteps = strided_timesteps(self.config.steps, steps or self.config.sample_steps)
-        noise = self._sampler_noise(obs, len(timesteps), noise, generator)
+    def _sample(self, obs: torch.Tensor, steps: int, noise: torch.Tensor) -> torch.Tensor:
+        timesteps = strided_timesteps(self.config.steps, steps)
         b = obs.shape[0]
 
         def eps(x: torch.Tensor, t: int) -> torch.Tensor:

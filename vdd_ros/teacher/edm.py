@@ -106,17 +106,9 @@ class EDMTeacher(NetworkTeacher):
         device = next(self.parameters()).device
         return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        obs: torch.Tensor,
-        steps: int | None = None,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+    def _sample(self, obs: torch.Tensor, steps: int, noise: torch.Tensor) -> torch.Tensor:
         c = self.config
-        sigmas = karras_sigmas(steps or c.sample_steps, c.sigma_min, c.sigma_max, c.rho).tolist()
-        noise = self._sampler_noise(obs, len(sigmas) - 1, noise, generator)
+        sigmas = karras_sigmas(steps, c.sigma_min, c.sigma_max, c.rho).tolist()
         b = obs.shape[0]
 
         def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:

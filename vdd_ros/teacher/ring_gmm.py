@@ -55,26 +55,12 @@ class RingGMMTeacher(Teacher):
         w = torch.softmax(self._log_components(a, var), dim=-1)
         return ((w @ self.modes - a) / var.unsqueeze(1)).view_as(actions)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        obs: torch.Tensor,
-        steps: int | None = None,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Exact draws. With ``noise``, row 0 is the Gaussian offset and row 1's first coordinate,
+    def _sample(self, obs: torch.Tensor, steps: int, noise: torch.Tensor) -> torch.Tensor:
+        """Exact draws: row 0 of ``noise`` is the Gaussian offset; row 1's first coordinate,
         through the normal CDF, picks the mode (further rows are unused)."""
-        n = obs.shape[0]
-        if noise is None:
-            k = torch.randint(self.modes.shape[0], (n,), generator=generator, device=self.modes.device)
-            offset = torch.randn(n, 2, generator=generator, device=self.modes.device)
-        else:
-            noise = self._sampler_noise(obs, steps or self.default_sample_steps, noise, generator)
-            u = torch.special.ndtr(noise[1, :, 0, 0]).clamp(max=1 - 1e-7)
-            k = (u * self.modes.shape[0]).long()
-            offset = noise[0, :, 0]
-        return (self.modes[k] + self.std * offset).view(n, 1, 2)
+        u = torch.special.ndtr(noise[1, :, 0, 0]).clamp(max=1 - 1e-7)
+        k = (u * self.modes.shape[0]).long()
+        return (self.modes[k] + self.std * noise[0, :, 0]).view(obs.shape[0], 1, 2)
 
     def _noise_range(self, low: float | None, high: float | None) -> tuple[float, float]:
         """Default 0 (the exact clean score needs no smoothing); ``high`` defaults to ``low``."""
