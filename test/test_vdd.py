@@ -42,8 +42,8 @@ class ConstantScoreTeacher(Teacher):
     default_sample_steps = 1
     sampler = "none"
 
-    def check_noise_range(self, low, high):
-        pass
+    def _noise_range(self, low, high):
+        return low, high
 
     def sample_noise_levels(self, n, low=None, high=None, generator=None):
         self.levels.append(low + (high - low) * torch.rand(n, generator=generator))

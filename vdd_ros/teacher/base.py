@@ -54,12 +54,16 @@ class Teacher(nn.Module, abc.ABC):
         The unit of a noise level is the family's (sigma for EDM, the step index t for DDPM).
         """
 
-    @abc.abstractmethod
     def check_noise_range(self, low: float | None, high: float | None) -> None:
         """Raise ValueError (saying why) unless [low, high] is a valid distillation range.
 
         None means the teacher's default for that end. Distillation calls this before any work.
         """
+        self._noise_range(low, high)
+
+    @abc.abstractmethod
+    def _noise_range(self, low: float | None, high: float | None) -> tuple[float, float]:
+        """[low, high] with the family's defaults filled in; ValueError for a range it cannot score at."""
 
     @abc.abstractmethod
     def sample_noise_levels(

@@ -108,9 +108,6 @@ class DDPMTeacher(NetworkTeacher):
         hi = self.config.noise_high if high is None else high
         return _step_range(lo, hi, self.config.steps)
 
-    def check_noise_range(self, low: float | None, high: float | None) -> None:
-        self._noise_range(low, high)
-
     def sample_noise_levels(
         self, n: int, low: float | None = None, high: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:

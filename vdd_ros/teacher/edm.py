@@ -96,9 +96,6 @@ class EDMTeacher(NetworkTeacher):
         hi = self.config.noise_high if high is None else high
         return _sigma_range(lo, hi)
 
-    def check_noise_range(self, low: float | None, high: float | None) -> None:
-        self._noise_range(low, high)
-
     def sample_noise_levels(
         self, n: int, low: float | None = None, high: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:

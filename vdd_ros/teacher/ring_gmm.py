@@ -70,9 +70,6 @@ class RingGMMTeacher(Teacher):
             raise ValueError(f"ring GMM noise levels are sigmas with 0 <= low <= high, got {lo}..{hi}")
         return lo, hi
 
-    def check_noise_range(self, low: float | None, high: float | None) -> None:
-        self._noise_range(low, high)
-
     def sample_noise_levels(
         self, n: int, low: float | None = None, high: float | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
