@@ -37,6 +37,8 @@ setup(
             "bench_loop = vdd_ros.cli.bench_loop:main",
             "demo = vdd_ros.cli.demo:main",
             "distill_offline = vdd_ros.cli.distill_offline:main",
+            "import_bag = vdd_ros.cli.import_bag:main",
+            "import_lerobot = vdd_ros.cli.import_lerobot:main",
         ],
     },
 )

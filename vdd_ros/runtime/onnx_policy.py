@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
-from scipy import special
 
 from vdd_ros.data.noise import DEFAULT_NOISE_CORRELATION, CorrelatedNormal
 from vdd_ros.data.window import ObservationWindow
@@ -68,6 +67,9 @@ class NoiseSource:
     def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int, correlation: float = 0.0) -> None:
         if mode not in SAMPLING_MODES:
             raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {mode!r}")
+        from scipy.special import ndtr  # deferred: a slow import that the nodes' --help must not pay
+
+        self._ndtr = ndtr
         self.mode = mode
         self._stream = CorrelatedNormal(np.random.default_rng(seed), correlation)
         self._z = num_experts
@@ -83,7 +85,7 @@ class NoiseSource:
         if self.mode == "greedy":
             return gumbel, eps
         normal = self._stream.draw((batch, self._z + self._d))
-        u = np.clip(special.ndtr(normal[:, : self._z]), 1e-12, 1.0 - 1e-12)
+        u = np.clip(self._ndtr(normal[:, : self._z]), 1e-12, 1.0 - 1e-12)
         gumbel[:] = -np.log(-np.log(u))
         if self.mode == "sample":
             eps[:] = normal[:, self._z :]
