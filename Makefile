@@ -1,26 +1,41 @@
 # One-command entry points. `make test` and `make demo` set up on first use.
+# ROS_DISTRO=kilted (default: .venv, build/, install/, log/ from requirements.txt) or
+# ROS_DISTRO=jazzy (.venv-jazzy, build-jazzy/, install-jazzy/, log-jazzy/ from requirements-jazzy.txt).
 SHELL := /bin/bash
 PY ?= python3
-VENV := .venv
+ROS_DISTRO ?= kilted
+ifeq ($(filter kilted jazzy,$(ROS_DISTRO)),)
+$(error ROS_DISTRO=$(ROS_DISTRO) is not supported: use kilted or jazzy (docs/install.md))
+endif
+# scripts/ros_env.sh reads it to pick the same environment.
+export ROS_DISTRO
+SUFFIX := $(if $(filter kilted,$(ROS_DISTRO)),,-$(ROS_DISTRO))
+REQUIREMENTS := $(if $(SUFFIX),requirements$(SUFFIX).txt,requirements.txt)
+VENV := .venv$(SUFFIX)
+BUILD := build$(SUFFIX)
+INSTALL := install$(SUFFIX)
+LOG := log$(SUFFIX)
 VPY := $(VENV)/bin/python
 STAMP_VENV := $(VENV)/.stamp-requirements
-STAMP_BUILD := install/.stamp-build
+STAMP_BUILD := $(INSTALL)/.stamp-build
+COLCON_LOG := build_colcon$(SUFFIX).log
 ENV := source scripts/ros_env.sh
 
 .PHONY: setup build test lint demo bench bench-docs clean
 
 setup: $(STAMP_BUILD)
 
-$(STAMP_VENV): requirements.txt scripts/fix_rosidl_includes.py
+$(STAMP_VENV): $(REQUIREMENTS) requirements-common.txt scripts/fix_rosidl_includes.py
 	test -x $(VPY) || $(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(VPY) -m pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
 	$(VPY) scripts/fix_rosidl_includes.py $(VENV)
 	touch $@
 
 $(STAMP_BUILD): $(STAMP_VENV) setup.py setup.cfg package.xml msg/package.xml msg/CMakeLists.txt $(wildcard msg/msg/*.msg) $(wildcard launch/*.py) $(wildcard config/*.yaml) $(wildcard policies/*)
-	$(ENV) && colcon build --base-paths . msg --symlink-install \
+	$(ENV) && colcon --log-base $(LOG) build --base-paths . msg --symlink-install \
+		--build-base $(BUILD) --install-base $(INSTALL) \
 		--cmake-args -DPython3_EXECUTABLE=$$PWD/$(VPY) -DBUILD_TESTING=OFF \
-		--event-handlers console_direct- > build_colcon.log 2>&1 || (cat build_colcon.log; exit 1)
+		--event-handlers console_direct- > $(COLCON_LOG) 2>&1 || (cat $(COLCON_LOG); exit 1)
 	touch $@
 
 lint: $(STAMP_VENV)
@@ -44,4 +59,4 @@ bench-docs:
 	$(MAKE) bench DOCS=update_docs=true
 
 clean:
-	rm -rf build install log runs
+	rm -rf $(BUILD) $(INSTALL) $(LOG) runs

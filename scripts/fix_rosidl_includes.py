@@ -1,8 +1,8 @@
-"""Rewrite the include paths baked into the ROS Kilted wheels' rosidl CMake exports.
+"""Rewrite the include paths baked into the ROS 2 wheels' rosidl CMake exports (Kilted, Jazzy).
 
-The wheels were built in a manylinux image; twelve ``*__rosidl_generator_pyExport.cmake``
-files point at that image's Python and numpy headers, so building our message package
-fails until they point at this interpreter's. Idempotent.
+The wheels were built in a manylinux image; their ``*__rosidl_generator_pyExport.cmake`` files
+(twelve in Kilted's set, fourteen in Jazzy's) point at that image's Python and numpy headers,
+so building our message package fails until they point at this interpreter's. Idempotent.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ TOOLS = {
     "bench": "BenchConfig",
     "bench_loop": "BenchLoopConfig",
     "demo": "DemoConfig",
+    "import_lerobot": "ImportLeRobotConfig",
+    "import_bag": "ImportBagConfig",
 }
 HELP_BOUND_S = 5.0  # loose, for a busy machine; the target (< 1 s) is a measured figure in docs/results.md
 

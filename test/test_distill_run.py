@@ -103,7 +103,8 @@ def test_exports_policy_with_full_contract(inputs, method):
     assert [e.iteration for e in train] == [2, 4] and "expert_loss" in train[0].stats and "lr" in train[0].stats
     assert not [e for e in events if isinstance(e, Notice)]
     assert sorted(p.name for p in (inputs / method).iterdir()) == [
-        "best", "checkpoint", "policy.onnx", "policy.onnx.sha256", "summary.json"
+        "best", "checkpoint", "policy.onnx", "policy.onnx.sha256", "policy.safetensors",
+        "policy.safetensors.sha256", "summary.json"
     ]  # fmt: skip
 
 

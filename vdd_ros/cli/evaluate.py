@@ -1,6 +1,6 @@
 """Evaluate a policy on its task (Avoiding): success rate, behaviour entropy and a trajectory plot.
 
-Give ``policy`` (an exported ONNX policy) or ``teacher`` (a checkpoint directory). By default
+Give ``policy`` (an exported ONNX policy) or ``teacher`` (a checkpoint directory or teacher .yaml). By default
 the in-process evaluation runs vectorised rollouts (480, seed 0); ``ros=true`` measures the
 same ONNX policy through controller + task_sim over DDS and adds loop latency. Writes
 ``<output>/<tag>.json`` (and ``.png``) only, never next to the policy.
@@ -29,7 +29,7 @@ class EvaluateConfig:
     """What to evaluate, how, and where the report goes."""
 
     policy: str = knob("", "exported ONNX policy to evaluate (give this or teacher)")
-    teacher: str = knob("", "teacher checkpoint directory to evaluate (give this or policy)")
+    teacher: str = knob("", "teacher checkpoint directory or teacher .yaml to evaluate (give this or policy)")
     steps: int = knob(0, "teacher denoising steps (0: the teacher's own)")
     sampler: str = knob("", "teacher sampler ('': the teacher's own)")
     mode: Literal["mean", "sample", "greedy"] = knob("mean", "MoE sampling mode of an ONNX policy")
@@ -46,7 +46,8 @@ class EvaluateConfig:
         if self.policy:
             require_file(self.policy, "policy")
         else:
-            require_dir(self.teacher, "teacher")
+            if not pathlib.Path(self.teacher).is_file():  # a teacher .yaml (external network), else a checkpoint
+                require_dir(self.teacher, "teacher")
             if self.ros:
                 raise ConfigError("ros=true serves an ONNX policy: give policy=FILE.onnx")
         if self.task and self.task not in task_names():
@@ -61,7 +62,7 @@ class EvaluateConfig:
 
     @property
     def out_dir(self) -> pathlib.Path:
-        name = self.source.stem if self.policy else self.source.resolve().name
+        name = self.source.stem if self.source.is_file() else self.source.resolve().name
         return pathlib.Path(self.output or pathlib.Path("runs", "eval", name))
 
     @property

@@ -19,10 +19,11 @@ from vdd_ros.data.dataset import DemoDataset
 
 @dataclasses.dataclass(frozen=True)
 class Imported:
-    """An imported dataset and one line per thing that was left out (feature, topic) and why."""
+    """An imported dataset, one line per thing left out (feature, topic) and why, and other remarks."""
 
     dataset: DemoDataset
     skipped: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def imported_dataset(
@@ -55,7 +56,7 @@ def imported_dataset(
 
 
 def report_lines(imported: Imported) -> list[str]:
-    """Episodes, frames, rate, widths with names, and what was skipped: one short line each."""
+    """Episodes, frames, rate, widths with names, what was skipped and any notes: one short line each."""
     ds = imported.dataset
     lengths = [len(a) for a in ds.actions]
     period = ds.control_period_s
@@ -66,4 +67,4 @@ def report_lines(imported: Imported) -> list[str]:
         f"observations {len(ds.obs_names)}: {', '.join(ds.obs_names)}",
         f"actions {len(ds.act_names)}: {', '.join(ds.act_names)}",
     ]
-    return lines + [f"skipped {line}" for line in imported.skipped]
+    return lines + [f"skipped {line}" for line in imported.skipped] + [f"note: {line}" for line in imported.notes]

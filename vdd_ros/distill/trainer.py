@@ -5,11 +5,17 @@ two tensor groups, ``model`` (the MoE) and ``optim`` (Adam moments, the RNG stat
 student's visited states), plus JSON ``optimizers`` (Adam hyperparameters) and ``extra``
 (the caller's state). The folder keeps the last two; a damaged newest one falls back to the
 one before, and non-finite weights are never saved.
+
+Data parallel (inside a ``vdd_ros.util.distributed`` session): every rank holds the same
+weights and draws its own batches (generator seeded per rank); after each backward the
+gradients are averaged over the ranks before the optimizer step, all ranks agree on
+stopping, and rank 0 alone writes checkpoints, which hold every rank's generator state.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import pathlib
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +24,8 @@ import torch
 
 from vdd_ros.distill.config import TrainConfig
 from vdd_ros.moe.policy import GaussianMoE
-from vdd_ros.util.checkpoint import Checkpoint, CheckpointStore, UnusableCheckpointError, shape_mismatch
+from vdd_ros.util import distributed
+from vdd_ros.util.checkpoint import Checkpoint, CheckpointStore, NonFiniteError, UnusableCheckpointError, shape_mismatch
 from vdd_ros.util.optim import checked_step, lr_factor, optimizer_tensors, restore_optimizer, set_lr
 
 
@@ -58,7 +65,7 @@ class MoETrainer(abc.ABC):
         self.lr_decay = train.lr_decay
         self.iteration = 0
         self.extra: dict[str, Any] = {}  # caller's JSON-safe state, saved and restored with checkpoints
-        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.generator = torch.Generator(device=device).manual_seed(distributed.rank_seed(seed))
         self.skipped_checkpoints: list[str] = []  # "<file>: <reason>" for each checkpoint the last load skipped
         self._stores: dict[pathlib.Path, CheckpointStore] = {}  # one per checkpoint folder (see _store)
         self.expert_opt = torch.optim.Adam(moe.expert_parameters(), lr=train.lr)
@@ -81,8 +88,25 @@ class MoETrainer(abc.ABC):
         return lr
 
     def _update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, what: str) -> float:
-        """Backward + Adam step, refusing non-finite losses (NonFiniteError) before they touch the weights."""
-        return checked_step(opt, loss, what, self.iteration)
+        """Backward + Adam step, refusing non-finite losses (NonFiniteError) before they touch the weights.
+
+        Data parallel, the gradients and the loss are averaged over the ranks first (explicit
+        all-reduce rather than DDP: the two optimizers take separate backward passes, the EM
+        step two of them through one forward, and the gating loss bypasses ``forward``).
+        Returns the loss (its mean over the ranks).
+        """
+        if not distributed.active():
+            return checked_step(opt, loss, what, self.iteration)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        value = distributed.average_gradients((p for g in opt.param_groups for p in g["params"]), loss)
+        if not math.isfinite(value):  # the same on every rank, so all stop together
+            raise NonFiniteError(
+                f"{what} loss is {value} at iteration {self.iteration} (mean over {distributed.world_size()} "
+                "processes); stopped, last good checkpoint kept"
+            )
+        opt.step()
+        return value
 
     def _batch_indices(self, n: int, batch: int) -> torch.Tensor:
         return torch.randint(n, (batch,), generator=self.generator, device=self.device)
@@ -126,21 +150,27 @@ class MoETrainer(abc.ABC):
     ) -> bool:
         """Train up to iteration ``until`` (default: the end); returns False if stopped early.
 
-        Checkpoints every ``checkpoint_every`` iterations, when stopped and at ``until``; on
-        a NaN the error propagates and the folder keeps the last good checkpoint.
+        ``on_progress`` gets the mean of each diagnostic over the iterations since its last
+        call (every ``progress_every`` iterations and at ``until``). Checkpoints every
+        ``checkpoint_every`` iterations, when stopped and at ``until``; on a NaN the error
+        propagates and the folder keeps the last good checkpoint.
         """
         until = self.iterations if until is None else min(until, self.iterations)
         self.moe.train()
+        window: dict[str, list[float]] = {}
         while self.iteration < until:
-            if should_stop is not None and should_stop():
+            if should_stop is not None and distributed.any_rank(should_stop()):
                 if checkpoint_dir is not None:
                     self.save_checkpoint(checkpoint_dir)
                 return False
             lr = self._set_lr()
-            stats = self.step()
+            for key, value in self.step().items():
+                window.setdefault(key, []).append(value)
             self.iteration += 1
             if on_progress is not None and (self.iteration % progress_every == 0 or self.iteration == until):
-                on_progress({"iteration": self.iteration, "iterations": self.iterations, "lr": lr, **stats})
+                means = {key: sum(values) / len(values) for key, values in window.items()}
+                window = {}
+                on_progress({"iteration": self.iteration, "iterations": self.iterations, "lr": lr, **means})
             if checkpoint_dir is not None and checkpoint_every > 0 and self.iteration % checkpoint_every == 0:
                 self.save_checkpoint(checkpoint_dir)
         if checkpoint_dir is not None and (checkpoint_every <= 0 or self.iteration % checkpoint_every != 0):
@@ -158,8 +188,13 @@ class MoETrainer(abc.ABC):
         """Commit the current state as the newest checkpoint, keeping the previous one.
 
         Refuses non-finite weights (NonFiniteError) so a diverged model never replaces a good checkpoint.
+        Data parallel, every rank calls it (to hand over its generator state) and rank 0 writes.
         """
         optim, optimizers = self._optim_tensors()
+        states = distributed.all_gather_object(optim["rng"])
+        if not distributed.is_main():
+            return
+        optim.update({f"rng.{r}": state for r, state in enumerate(states) if r > 0})
         tensors = {"model": self.moe.state_dict(), "optim": optim}
         self._store(directory).save(self.iteration, tensors, {"optimizers": optimizers, "extra": self.extra})
 
@@ -193,9 +228,15 @@ class MoETrainer(abc.ABC):
         if mismatch:
             raise UnusableCheckpointError(checkpoint.file("model"), f"does not fit this model ({mismatch})")
         optim = dict(checkpoint.tensors["optim"])
+        rank = distributed.rank()
         try:
             self.moe.load_state_dict(checkpoint.tensors["model"])
-            self.generator.set_state(optim.pop("rng"))
+            rng = optim.pop("rng")
+            # Rank r > 0 resumes its own generator; one the checkpoint lacks (written by fewer
+            # ranks) keeps its fresh per-rank seed.
+            own_rng = rng if rank == 0 else optim.get(f"rng.{rank}")
+            if own_rng is not None:
+                self.generator.set_state(own_rng)
             student = optim.pop("student_obs", self.student_obs[:0].cpu())
             if student.shape[1:] != self.obs.shape[1:]:
                 raise ValueError(f"student states of shape {tuple(student.shape)}")

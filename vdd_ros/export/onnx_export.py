@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import pathlib
 import warnings
+from typing import TYPE_CHECKING
 
-import onnx
+import safetensors.torch
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -24,7 +26,11 @@ from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, Pol
 from vdd_ros.moe.policy import GaussianMoE, is_diagonal
 from vdd_ros.util.files import write_with_sha256
 
+if TYPE_CHECKING:  # onnx is imported where a graph is written: the torch backend rebuilds the student without it
+    import onnx
+
 OPSET = 17
+STUDENT_KEY = "vdd_ros.student"  # safetensors metadata: GaussianMoE.describe() of the weights
 
 
 def _fold_normalisation(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
@@ -159,6 +165,22 @@ def to_onnx_bytes(moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: 
     return buf.getvalue()
 
 
+def weights_path(onnx_path: str | pathlib.Path) -> pathlib.Path:
+    """Where the student's weights lie beside its graph: ``policy.onnx`` -> ``policy.safetensors``."""
+    return pathlib.Path(onnx_path).with_suffix(".safetensors")
+
+
+def save_weights(moe: GaussianMoE, contract: PolicyContract, path: str | pathlib.Path) -> str:
+    """The student's weights as safetensors (+ ``.sha256``) for the torch backend; return the sha256.
+
+    The metadata holds the same contract JSON as the ONNX file and the network's description,
+    so ``vdd_ros.runtime.torch_policy`` rebuilds exactly this ``GaussianMoE`` without the graph.
+    """
+    tensors = {k: v.detach().cpu().contiguous() for k, v in moe.state_dict().items()}
+    metadata = {METADATA_KEY: contract.to_json(), STUDENT_KEY: json.dumps(moe.describe(), sort_keys=True)}
+    return write_with_sha256(pathlib.Path(path), safetensors.torch.save(tensors, metadata))
+
+
 def export_policy(
     moe: GaussianMoE,
     contract: PolicyContract,
@@ -166,17 +188,26 @@ def export_policy(
     act_normalizer: Normalizer,
     path: str | pathlib.Path,
 ) -> str:
-    """Write ``path`` (and ``<path>.sha256``) atomically; return the file's sha256."""
+    """Write ``path`` (and ``<path>.sha256``) atomically; return the file's sha256.
+
+    The weights for the torch backend follow at ``weights_path(path)`` (``save_weights``).
+    """
+    import onnx
+
     check_contract(moe, contract)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = onnx.load_from_string(to_onnx_bytes(moe, obs_normalizer, act_normalizer))
     onnx.helper.set_model_props(model, {METADATA_KEY: contract.to_json()})
-    return save_model(model, path)
+    digest = save_model(model, path)
+    save_weights(moe, contract, weights_path(path))
+    return digest
 
 
 def save_model(model: onnx.ModelProto, path: str | pathlib.Path) -> str:
     """Check and write ``model`` and its ``<path>.sha256`` sidecar atomically; return the sha256."""
+    import onnx
+
     path = pathlib.Path(path)
     onnx.checker.check_model(model)
     return write_with_sha256(path, model.SerializeToString())

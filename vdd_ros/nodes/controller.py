@@ -43,9 +43,13 @@ from vdd_ros.nodes.shared import (
     wants_help,
 )
 from vdd_ros.runtime.deadline_loop import DeadlineLoop
-from vdd_ros.runtime.onnx_policy import DEFAULT_NOISE_CORRELATION, SAMPLING_MODES, LoadedPolicy, load_policy
+from vdd_ros.runtime.noise import SAMPLING_MODES
+from vdd_ros.runtime.onnx_policy import DEFAULT_NOISE_CORRELATION, LoadedPolicy, load_policy
+from vdd_ros.runtime.providers import ProviderOptions
 from vdd_ros.runtime.serving import STALE_BEHAVIOURS, Decision, Rejection, ServingConfig, ServingCore, State
+from vdd_ros.runtime.torch_policy import load_torch_policy
 
+BACKENDS = ("onnxruntime", "torch")
 SUMMARY = """Serves an exported VDD mixture-of-experts policy (ONNX) at a fixed control rate.
 Subscribes 'observation' (sensor_msgs/JointState or std_msgs/Float64MultiArray) and
 'episode_start' (std_msgs/Header); publishes 'policy_action' (vdd_ros_msgs/PolicyAction),
@@ -57,6 +61,15 @@ PARAMS: dict[str, ParamSpec] = {
                              read_only=False),
     "sampling_mode": ParamSpec("mean", f"one of {SAMPLING_MODES}", read_only=False),
     "providers": ParamSpec(["CPUExecutionProvider"], "onnxruntime providers in order of preference"),
+    "backend": ParamSpec(
+        "onnxruntime", f"one of {BACKENDS}: torch serves the student's .safetensors beside the .onnx with PyTorch"
+    ),
+    "cuda_device_id": ParamSpec(0, "CUDA device of the GPU providers (and of the torch backend)", 0, 64),
+    "cuda_graph": ParamSpec(False, "capture the batch-1 step in a CUDA graph (CUDA/TensorRT providers, torch on CUDA)"),
+    "trt_fp16": ParamSpec(False, "TensorRT provider: build FP16 engines"),
+    "trt_engine_cache": ParamSpec(
+        "", "TensorRT engine cache folder: an engine is built once, at the first load; empty = at every load"
+    ),
     "intra_op_threads": ParamSpec(1, "onnxruntime threads (1 is fastest for tiny graphs)", 1, 64),
     "allow_spinning": ParamSpec(True, "onnxruntime thread spinning: lower latency, one busy core"),
     "latency_budget_fraction": ParamSpec(
@@ -142,6 +155,15 @@ class ControllerNode(Node):
         self._swaps = 0
         self._message = ""
 
+        if p["backend"] not in BACKENDS:
+            raise StartupError(f"parameter 'backend' must be one of {BACKENDS}, got {p['backend']!r}")
+        self._provider_options = ProviderOptions(
+            p["cuda_device_id"], p["cuda_graph"], p["trt_fp16"], p["trt_engine_cache"]
+        )
+        try:
+            self._provider_options.check()
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         rate = p["control_rate_hz"]
         if 0 < rate < 1.0:
             raise StartupError(f"parameter 'control_rate_hz' must be 0 (policy rate) or in [1, 2000], got {rate}")
@@ -287,16 +309,17 @@ class ControllerNode(Node):
         started = time.monotonic()
         if self._loop is not None:  # running: start the GIL-holding session build right after a tick
             self._loop.wait_for_slack()
+        common = {
+            "latency_budget_fraction": p["latency_budget_fraction"],
+            "control_period_s": self._period,
+            "options": self._provider_options,
+        }
         try:
-            loaded = load_policy(
-                path,
-                tuple(p["providers"]),
-                p["intra_op_threads"],
-                p["allow_spinning"],
-                latency_budget_fraction=p["latency_budget_fraction"],
-                control_period_s=self._period,
-                scratch_dir=self._scratch,
-            )
+            providers, threads = tuple(p["providers"]), p["intra_op_threads"]
+            if p["backend"] == "torch":
+                loaded = load_torch_policy(path, providers, threads, **common)
+            else:
+                loaded = load_policy(path, providers, threads, p["allow_spinning"], scratch_dir=self._scratch, **common)
         except ContractError as exc:
             if what == "start":
                 raise StartupError(f"policy {path!r}: {exc}") from None
@@ -313,7 +336,10 @@ class ControllerNode(Node):
         log.info(f"policy {loaded.contract.policy_id} sha256 {loaded.sha256[:12]} on {loaded.provider}")
         if loaded.provider_fallback:
             wanted = self._p["providers"][0]
-            log.warning(f"!!! execution provider fallback: wanted {wanted}, running on {loaded.provider} !!!")
+            log.warning(
+                f"!!! execution provider fallback: wanted {wanted}, running on {loaded.provider}: "
+                f"{loaded.fallback_reason} !!!"
+            )
 
     # --------------------------------------------------------------- observations
     def _decode(self, data: bytes) -> object | None:
@@ -443,6 +469,7 @@ class ControllerNode(Node):
             "policy_id": status.policy_id,
             "policy_sha256": status.policy_sha256,
             "execution_provider": status.execution_provider,
+            "provider_fallback_reason": self.core.policy.fallback_reason,
             "sampling_mode": status.sampling_mode,
             "rate_target_hz": f"{status.control_rate_target_hz:.1f}",
             "rate_achieved_hz": f"{status.control_rate_achieved_hz:.1f}",

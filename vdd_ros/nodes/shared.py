@@ -30,7 +30,7 @@ def default_policy_path() -> str:
 
 
 def low_overhead_executor(context: Context | None = None) -> Executor:
-    """rclpy's C++ EventsExecutor where the distribution has it (Kilted), else the single-threaded one.
+    """rclpy's C++ EventsExecutor where rclpy has it (Kilted; Jazzy's 7.1.6), else the single-threaded one.
 
     For loops that call ``spin_once`` from one thread (the bench probe). Its ``spin()`` did not
     fire timers when tried (docs/results.md), so the nodes keep the single-threaded executor.

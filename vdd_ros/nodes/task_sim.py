@@ -107,6 +107,9 @@ class TaskSimNode(Node):
         if self._new_episode:  # tells the controller to start a fresh observation window
             self._episode_pub.publish(msg.header)
             self._announced = self._episode_pub.get_subscription_count() > 0
+            # re-announced only until a controller first answers: a late first action mid-run must not
+            # start the episode again (the controller would reset its window, a recording would split it)
+            self._new_episode = not self._connected
         self._obs_pub.publish(msg)
 
     def _on_action(self, msg: PolicyAction) -> None:

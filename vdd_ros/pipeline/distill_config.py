@@ -37,7 +37,9 @@ class EvalConfig:
 class DistillJobConfig:
     """One distillation job. Negative teacher-dependent values (obs_noise, noise range) mean "the teacher's"."""
 
-    teacher: str = knob("runs/teacher_ddpm", "teacher checkpoint folder (model.safetensors + teacher.json)")
+    teacher: str = knob(
+        "runs/teacher_ddpm", "teacher checkpoint folder (model.safetensors + teacher.json), or a teacher .yaml"
+    )
     dataset: str = knob("runs/demos/avoiding.safetensors", "demonstration file whose states are distilled on")
     output: str = knob("runs/distill_vdd", "output folder: checkpoint/, best/, policy.onnx, summary.json")
     method: Literal["vdd", "em"] = knob(
@@ -103,8 +105,11 @@ def check_config(cfg: DistillJobConfig) -> None:
         resolve_device(cfg.device)
     except RuntimeError as exc:
         raise ConfigError(f"device {cfg.device!r}: {exc}") from None
-    if not pathlib.Path(cfg.teacher).is_dir():
-        raise ConfigError(f"teacher {cfg.teacher!r} is not a folder")
+    from vdd_ros.teacher.checkpoint import is_teacher_yaml
+
+    yaml_file = is_teacher_yaml(cfg.teacher)  # an external network (docs/teacher.md) rather than a checkpoint
+    if not (pathlib.Path(cfg.teacher).is_file() if yaml_file else pathlib.Path(cfg.teacher).is_dir()):
+        raise ConfigError(f"teacher {cfg.teacher!r} is not a {'file' if yaml_file else 'folder'}")
     if not pathlib.Path(cfg.dataset).is_file():
         raise ConfigError(f"dataset {cfg.dataset!r} is not a file")
     if pathlib.Path(cfg.output).exists() and not pathlib.Path(cfg.output).is_dir():

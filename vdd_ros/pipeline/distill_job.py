@@ -12,6 +12,12 @@ Output folder layout (nothing is written outside it):
 
 Entry points: the ``distill`` node (``-p train.iterations:=3000``) and the offline CLI; both
 fill a ``DistillJobConfig`` with ``vdd_ros.util.config``.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the job runs data parallel, one process per device
+(``vdd_ros.util.distributed``): ``train.batch_size`` is the global batch, split evenly; every
+rank trains on its own batches with gradients averaged (``MoETrainer``); rank 0 alone writes,
+evaluates and exports, and hands each evaluation to the others so that all keep the same
+history. Every rank reads the checkpoint from ``output`` (shared by all machines).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from vdd_ros.distill.em_baseline import EMTrainer
 from vdd_ros.distill.trainer import MoETrainer
 from vdd_ros.distill.vdd import VDDTrainer
 from vdd_ros.export.contract import PolicyContract
-from vdd_ros.export.onnx_export import export_policy
+from vdd_ros.export.onnx_export import export_policy, weights_path
 from vdd_ros.moe.policy import GaussianMoE
 from vdd_ros.pipeline.distill_config import DistillError, DistillJobConfig, check_config
 from vdd_ros.runtime.onnx_policy import OnnxPolicy
@@ -41,11 +47,12 @@ from vdd_ros.tasks.registry import UnknownTaskError, get_task
 from vdd_ros.tasks.rollout import run_rollouts
 from vdd_ros.teacher.base import Teacher
 from vdd_ros.teacher.checkpoint import TeacherCheckpointError, TeacherMeta, load_teacher, teacher_sha256
+from vdd_ros.util import distributed
 from vdd_ros.util.checkpoint import CheckpointError
 from vdd_ros.util.config import ConfigError, flatten, to_dict
 from vdd_ros.util.files import atomic_write_json
 from vdd_ros.util.progress import EvalResult, Notice, OnProgress, Resumed, TrainProgress, ignore
-from vdd_ros.util.torch_setup import resolve_device, set_threads
+from vdd_ros.util.torch_setup import set_threads
 
 EVAL_SEED = 0  # rollout seed of every evaluation (D3IL protocol), whatever the training seed
 
@@ -121,14 +128,16 @@ def _load_inputs(cfg: DistillJobConfig, device: torch.device) -> _Inputs:
     return _Inputs(cfg, teacher, meta, obs_t, act_t, teacher_sha, data_sha, task_name, task, notices)
 
 
-def _make_trainer(inputs: _Inputs, device: torch.device) -> MoETrainer:
+def _make_trainer(inputs: _Inputs, device: torch.device, batch_size: int) -> MoETrainer:
+    """The trainer of this process, drawing ``batch_size`` (its share of the global batch) per update."""
     cfg = inputs.cfg
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     moe = GaussianMoE(inputs.teacher.shape, cfg.moe)
     moe.fit_delta_scale(inputs.obs)
+    train = dataclasses.replace(cfg.train, batch_size=batch_size)
     if cfg.method == "em":
-        return EMTrainer(moe, inputs.obs, inputs.actions, cfg.train, cfg.seed, device)
-    return VDDTrainer(moe, inputs.teacher, inputs.obs, inputs.actions, cfg.train, cfg.vdd, cfg.seed, device)
+        return EMTrainer(moe, inputs.obs, inputs.actions, train, cfg.seed, device)
+    return VDDTrainer(moe, inputs.teacher, inputs.obs, inputs.actions, train, cfg.vdd, cfg.seed, device)
 
 
 def _contract(inputs: _Inputs, moe: GaussianMoE, iteration: int) -> PolicyContract:
@@ -210,23 +219,46 @@ def run_distillation(
     """Train (resuming from ``<output>/checkpoint``), export ``<output>/policy.onnx``, evaluate on the task.
 
     Returns the summary also written to ``<output>/summary.json``; ``status`` is "done" or
-    "stopped" (checkpoint saved, nothing exported). Raises ConfigError for bad settings and
-    DistillError for unusable inputs, both before anything is written, and NonFiniteError
-    if training diverges (the last good checkpoint is kept).
+    "stopped" (checkpoint saved, nothing exported); ``train_curve`` holds the mean losses of
+    each progress window. Raises ConfigError for bad settings and DistillError for unusable
+    inputs, both before anything is written, and NonFiniteError if training diverges (the
+    last good checkpoint is kept). Data parallel (see the module doc), only rank 0 reports
+    and writes; the other ranks return ``{"status", "iteration", "rank", ...}``, and a lost
+    rank fails the others with DistillError within the process group's timeout.
     """
     start = time.monotonic()
     check_config(cfg)
     set_threads(cfg.torch_threads)
-    device = resolve_device(cfg.device)
+    device = distributed.device_for_rank(cfg.device)
+    with distributed.session(device):
+        try:
+            return _run(cfg, device, on_progress if distributed.is_main() else ignore, should_stop, start)
+        except distributed.PeerLostError as exc:
+            raise DistillError(
+                f"{exc}; the last checkpoint in {pathlib.Path(cfg.output) / 'checkpoint'} is kept: "
+                "run the same command again to resume"
+            ) from exc
+
+
+def _run(
+    cfg: DistillJobConfig,
+    device: torch.device,
+    report: OnProgress,
+    should_stop: Callable[[], bool] | None,
+    start: float,
+) -> dict[str, Any]:
+    """``run_distillation`` in this process, one of ``distributed.world_size()``."""
+    batch_size = distributed.per_rank_batch(cfg.train.batch_size, distributed.world_size())
+    main = distributed.is_main()
     inputs = _load_inputs(cfg, device)
     cfg = inputs.cfg
-    report = on_progress
     out = pathlib.Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     for notice in inputs.notices:
         report(Notice(notice))
 
-    trainer = _make_trainer(inputs, device)
+    trainer = _make_trainer(inputs, device, batch_size)
     fingerprint = {k: v for k, v in flatten(cfg).items() if k not in ("device", "torch_threads")}
     ckpt = out / "checkpoint"
     try:
@@ -242,6 +274,12 @@ def run_distillation(
         report(Resumed(trainer.iteration))
     else:
         trainer.extra = {"config": fingerprint, "evals": [], "best": None}
+    _same_start(trainer, ckpt)
+    curve = trainer.extra.setdefault("curve", [])  # mean losses per progress window, kept across resumes
+
+    def on_train(stats: dict[str, float]) -> None:
+        curve.append({k: v for k, v in stats.items() if k != "iterations"})
+        report(_train_event(stats))
 
     iterations, every = cfg.train.iterations, cfg.eval.every
     task = inputs.task if every > 0 else None
@@ -252,16 +290,19 @@ def run_distillation(
             ckpt,
             cfg.checkpoint_every,
             until=until,
-            on_progress=lambda s: report(_train_event(s)),
+            on_progress=on_train,
             should_stop=should_stop,
         )
         if not finished:
             return _finish(out, {"status": "stopped", "iteration": trainer.iteration}, start)
         if task is not None:
             collect = cfg.method == "vdd" and cfg.vdd.student_states > 0
-            ev, visited = _evaluate(
-                inputs, task, trainer.moe, trainer.iteration, cfg.eval.episodes, candidate, report, collect
-            )
+            result = None
+            if main:  # the other ranks wait here for rank 0's rollouts
+                result = _evaluate(
+                    inputs, task, trainer.moe, trainer.iteration, cfg.eval.episodes, candidate, report, collect
+                )
+            ev, visited = distributed.broadcast_object(result)
             if visited is not None:
                 states = torch.from_numpy(inputs.meta.obs_norm.normalize(visited))
                 trainer.add_student_states(states, cfg.vdd.student_state_capacity)
@@ -270,11 +311,16 @@ def run_distillation(
             trainer.extra["evals"].append(ev)
             best = trainer.extra["best"]
             if best is None or ev["score"] > best["score"]:
-                trainer.moe.save(out / "best")
+                if main:
+                    trainer.moe.save(out / "best")
                 trainer.extra["best"] = ev
             trainer.save_checkpoint(ckpt)  # commits the eval history together with the weights
-    candidate.unlink(missing_ok=True)
-    pathlib.Path(f"{candidate}.sha256").unlink(missing_ok=True)
+    _same_end(trainer)
+    if not main:
+        return _finish(out, {"status": "done", "iteration": trainer.iteration}, start)
+    for leftover in (candidate, weights_path(candidate)):
+        leftover.unlink(missing_ok=True)
+        pathlib.Path(f"{leftover}.sha256").unlink(missing_ok=True)
 
     train_s = time.monotonic() - start
     moe = trainer.moe
@@ -287,9 +333,30 @@ def run_distillation(
     summary.update(
         train_seconds=round(train_s, 1),
         evals=trainer.extra.get("evals", []),
+        train_curve=curve,
         warnings=inputs.notices,
     )
     return _finish(out, summary, start)
+
+
+def _same_start(trainer: MoETrainer, ckpt: pathlib.Path) -> None:
+    """Data parallel: check that every rank resumed the same checkpoint, then copy rank 0's weights to all."""
+    loaded = distributed.all_gather_object(trainer.iteration)
+    if len(set(loaded)) > 1:
+        raise DistillError(
+            f"the processes found different checkpoints in {ckpt} (iteration by rank: {loaded}); "
+            "every machine must see the same output folder"
+        )
+    distributed.broadcast_module(trainer.moe)
+
+
+def _same_end(trainer: MoETrainer) -> None:
+    """Data parallel: every rank must end with rank 0's weights (averaged gradients keep them equal)."""
+    if distributed.world_size() == 1:
+        return
+    digests = distributed.all_gather_object(distributed.weights_digest(trainer.moe))
+    if len(set(digests)) > 1:
+        raise DistillError(f"the processes' weights diverged (digests by rank: {[d[:12] for d in digests]})")
 
 
 def _publish(
@@ -304,8 +371,9 @@ def _publish(
             final, _ = _evaluate(inputs, inputs.task, moe, iteration, episodes, tmp_path, report)
             published["eval"] = final
             report(_eval_event(final, final=True))
-            pathlib.Path(tmp, "policy.onnx").replace(policy_path)
-            pathlib.Path(tmp, "policy.onnx.sha256").replace(f"{policy_path}.sha256")
+            for src, dst in ((tmp_path, policy_path), (weights_path(tmp_path), weights_path(policy_path))):
+                src.replace(dst)
+                pathlib.Path(f"{src}.sha256").replace(f"{dst}.sha256")
     else:
         contract = _contract(inputs, moe, iteration)
         export_policy(moe, contract, inputs.meta.obs_norm, inputs.meta.act_norm, policy_path)
@@ -314,6 +382,11 @@ def _publish(
 
 
 def _finish(out: pathlib.Path, summary: dict[str, Any], start: float) -> dict[str, Any]:
+    """Time the summary and write it (rank 0), or mark it with the rank that returns it (the others)."""
     summary["seconds"] = round(time.monotonic() - start, 1)
+    if distributed.world_size() > 1:
+        summary["processes"] = distributed.world_size()
+    if not distributed.is_main():
+        return {**summary, "rank": distributed.rank()}
     atomic_write_json(out / "summary.json", summary)
     return summary

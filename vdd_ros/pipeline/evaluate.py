@@ -23,7 +23,7 @@ from vdd_ros.util.progress import OnProgress, ignore
 def open_policy(
     policy: str = "", teacher: str = "", mode: str = "mean", seed: int = 0, steps: int = 0, sampler: str = ""
 ) -> Policy:
-    """An exported ONNX policy (``policy``, sampled in ``mode``) or a teacher checkpoint (``teacher``)."""
+    """An exported ONNX policy (``policy``, sampled in ``mode``) or a teacher (checkpoint folder or .yaml)."""
     if policy:
         from vdd_ros.runtime.onnx_policy import OnnxPolicy
 

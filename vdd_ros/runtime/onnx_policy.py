@@ -13,19 +13,18 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
-from vdd_ros.data.noise import DEFAULT_NOISE_CORRELATION, CorrelatedNormal
+from vdd_ros.data.noise import DEFAULT_NOISE_CORRELATION
 from vdd_ros.data.window import ObservationWindow
 from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ContractError, PolicyContract
 from vdd_ros.runtime.bound_session import BoundSession
-from vdd_ros.runtime.vetting import vet_graph
+from vdd_ros.runtime.noise import NoiseSource
+from vdd_ros.runtime.providers import CPU, ProviderOptions, binding_device, fallback_reason, session_providers
+from vdd_ros.runtime.vetting import vet_policy
 
-SamplingMode = Literal["mean", "sample", "greedy"]
-SAMPLING_MODES: tuple[str, ...] = ("mean", "sample", "greedy")
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 
 
@@ -40,6 +39,7 @@ class LoadedPolicy:
     provider: str
     provider_fallback: bool
     single: BoundSession  # batch-1 calls (the control loop) skip run()'s per-call conversions
+    fallback_reason: str = ""  # why ``provider`` is not the first one asked for ("" = it is)
 
     def run(self, obs: np.ndarray, gumbel: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One graph run: (action (B,H,A), expert (B,), gating (B,Z))."""
@@ -48,48 +48,6 @@ class LoadedPolicy:
         else:
             action, expert, gating = self.session.run(OUTPUT_NAMES, {"obs": obs, "gumbel": gumbel, "eps": eps})
         return action, expert, gating
-
-
-class NoiseSource:
-    """Seeded noise for the graph's noise inputs; the mode decides which noise is live.
-
-    mean: Gumbel noise draws the expert, eps = 0 (the paper's default);
-    sample: both live (expert mean + Cholesky factor times eps);
-    greedy: both zero (most likely expert, its mean).
-
-    ``correlation`` rho (``vdd_ros.data.noise``) makes the noise of one stream an AR(1)
-    process over calls: its standard-normal latent is mapped to Gumbel(0, 1) (through the
-    normal CDF) and used as eps. Each call's noise keeps its exact marginal law (Gumbel-max
-    still draws z with probability q(z|s) for that noise), but consecutive steps tend to keep
-    their expert instead of re-drawing it every 35 ms. rho = 0 is the paper's rule.
-    """
-
-    def __init__(self, mode: str, seed: int, num_experts: int, noise_dim: int, correlation: float = 0.0) -> None:
-        if mode not in SAMPLING_MODES:
-            raise ValueError(f"sampling_mode must be one of {SAMPLING_MODES}, got {mode!r}")
-        from scipy.special import ndtr  # deferred: a slow import that the nodes' --help must not pay
-
-        self._ndtr = ndtr
-        self.mode = mode
-        self._stream = CorrelatedNormal(np.random.default_rng(seed), correlation)
-        self._z = num_experts
-        self._d = noise_dim
-
-    def reset(self, mask: np.ndarray | None = None) -> None:
-        """Start fresh (uncorrelated) noise for all streams, or those where ``mask`` is true."""
-        self._stream.reset(mask)
-
-    def draw(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        gumbel = np.zeros((batch, self._z), dtype=np.float32)
-        eps = np.zeros((batch, self._d), dtype=np.float32)
-        if self.mode == "greedy":
-            return gumbel, eps
-        normal = self._stream.draw((batch, self._z + self._d))
-        u = np.clip(self._ndtr(normal[:, : self._z]), 1e-12, 1.0 - 1e-12)
-        gumbel[:] = -np.log(-np.log(u))
-        if self.mode == "sample":
-            eps[:] = normal[:, self._z :]
-        return gumbel, eps
 
 
 def session_options(threads: int = 1, allow_spinning: bool = True) -> ort.SessionOptions:
@@ -132,7 +90,7 @@ def _check_io(session: ort.InferenceSession, c: PolicyContract) -> None:
 
 
 def _session_from_private_copy(
-    path: str, options: ort.SessionOptions, providers: list[str], scratch_dir: str | None
+    path: str, options: ort.SessionOptions, providers: list[tuple[str, dict[str, str]]], scratch_dir: str | None
 ) -> tuple[ort.InferenceSession, str]:
     """(session, sha256) over exactly the bytes hashed, from a private copy of ``path``.
 
@@ -179,6 +137,7 @@ def load_policy(
     latency_budget_fraction: float | None = None,
     control_period_s: float | None = None,
     scratch_dir: str | None = None,
+    options: ProviderOptions | None = None,
 ) -> LoadedPolicy:
     """Open, validate and vet ``path``; raise ContractError with a reason otherwise.
 
@@ -188,13 +147,16 @@ def load_policy(
     ``latency_budget_fraction``: reject a graph whose inference p99 exceeds this fraction
     of ``control_period_s`` (None: the policy's own period); None = no limit.
     ``scratch_dir``: where the private copy is parsed (default: the system's temporary folder).
+    ``options``: the GPU providers' options (``vdd_ros.runtime.providers``); on a GPU provider the
+    batch-1 buffers live in device memory.
     """
     if not path:
         raise ContractError("no policy path given")
     if not path.endswith(".onnx"):
         raise ContractError(f"policy file {path!r} is not an .onnx file")
+    options = options or ProviderOptions()
     available = ort.get_available_providers()
-    usable = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    usable = session_providers(providers, available, options)
     session, sha = _session_from_private_copy(path, session_options(threads, allow_spinning), usable, scratch_dir)
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
@@ -202,24 +164,11 @@ def load_policy(
     contract = PolicyContract.from_json(meta[METADATA_KEY])
     _check_io(session, contract)
     active = session.get_providers()[0]
-    single = BoundSession(session, 1, INPUT_NAMES, OUTPUT_NAMES)
-    loaded = LoadedPolicy(session, contract, path, sha, active, active != providers[0], single)
-    noise = NoiseSource("sample", 0, contract.num_experts, contract.act_chunk * contract.act_dim)
-    budget = None
-    if latency_budget_fraction is not None:
-        budget = latency_budget_fraction * (control_period_s or contract.control_period_s)
-    try:
-        vet_graph(
-            contract,
-            loaded.run,
-            lambda: noise.draw(1),
-            budget,
-            work_on_caller_thread=active == "CPUExecutionProvider" and threads == 1,
-        )
-    except ContractError as exc:
-        raise ContractError(f"{path!r}: {exc}") from None
-    except Exception as exc:  # the graph itself failed on a probe
-        raise ContractError(f"{path!r}: vetting inference failed: {exc}") from exc
+    single = BoundSession(session, 1, INPUT_NAMES, OUTPUT_NAMES, device=binding_device(active, options))
+    reason = fallback_reason(providers, available, active)
+    loaded = LoadedPolicy(session, contract, path, sha, active, active != providers[0], single, reason)
+    work_on_caller_thread = active == CPU and threads == 1
+    vet_policy(path, contract, loaded.run, latency_budget_fraction, control_period_s, work_on_caller_thread)
     return loaded
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from vdd_ros.export.contract import ContractError, PolicyContract
+from vdd_ros.runtime.noise import NoiseSource
 
 RunFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -114,3 +115,28 @@ def vet_graph(
             f"budget of {latency_budget_s * 1e3:.3f} ms: too slow for this control rate"
         )
     return p99
+
+
+def vet_policy(
+    path: str,
+    contract: PolicyContract,
+    run: RunFn,
+    latency_budget_fraction: float | None,
+    control_period_s: float | None,
+    work_on_caller_thread: bool,
+) -> float:
+    """The vetting every backend's loader runs on a freshly loaded ``run``; ContractError naming ``path``.
+
+    Sampled noise (both noise inputs live) and a budget of ``latency_budget_fraction`` of
+    ``control_period_s`` (None: the policy's own period; a None fraction: no limit).
+    """
+    noise = NoiseSource("sample", 0, contract.num_experts, contract.act_chunk * contract.act_dim)
+    budget = None
+    if latency_budget_fraction is not None:
+        budget = latency_budget_fraction * (control_period_s or contract.control_period_s)
+    try:
+        return vet_graph(contract, run, lambda: noise.draw(1), budget, work_on_caller_thread)
+    except ContractError as exc:
+        raise ContractError(f"{path!r}: {exc}") from None
+    except Exception as exc:  # the graph itself failed on a probe
+        raise ContractError(f"{path!r}: vetting inference failed: {exc}") from exc

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.data.shape import PolicyShape
-from vdd_ros.teacher.base import TrainableTeacher
+from vdd_ros.teacher.base import Teacher, TrainableTeacher
 from vdd_ros.teacher.config import NetworkConfig
 from vdd_ros.teacher.registry import get_family
 from vdd_ros.util.config import from_dict
@@ -105,6 +105,11 @@ def save_teacher(teacher: TrainableTeacher, meta: TeacherMeta, directory: str | 
     return directory
 
 
+def is_teacher_yaml(path: str | pathlib.Path) -> bool:
+    """A teacher YAML file (an external network) rather than a checkpoint folder."""
+    return pathlib.Path(path).suffix in (".yaml", ".yml")
+
+
 def _read_meta(path: pathlib.Path) -> TeacherMeta:
     try:
         data = json.loads(path.read_text())
@@ -141,11 +146,16 @@ def _read_meta(path: pathlib.Path) -> TeacherMeta:
 
 def load_teacher(
     directory: str | pathlib.Path, device: str = "cpu", sampler: str | None = None
-) -> tuple[TrainableTeacher, TeacherMeta]:
+) -> tuple[Teacher, TeacherMeta]:
     """Rebuild a teacher from ``directory``; returns it in eval mode with its metadata.
 
+    ``directory`` may also be a teacher YAML describing an external network (``teacher.external``).
     ``sampler`` replaces the family's saved sampler setting (e.g. "ddim" for a DDPM teacher).
     """
+    if is_teacher_yaml(directory):
+        from vdd_ros.teacher.external import load_external  # deferred: external builds on this module
+
+        return load_external(directory, device, sampler)
     directory = pathlib.Path(directory)
     meta = _read_meta(directory / META_FILE)
     teacher = build_teacher(meta, None if sampler is None else {"sampler": sampler})
@@ -163,7 +173,11 @@ def load_teacher(
 
 
 def teacher_sha256(directory: str | pathlib.Path) -> str:
-    """Identity of a teacher: SHA-256 over model.safetensors then teacher.json."""
+    """Identity of a teacher: SHA-256 over model.safetensors then teacher.json (a YAML: itself, then its weights)."""
+    if is_teacher_yaml(directory):
+        from vdd_ros.teacher.external import external_sha256
+
+        return external_sha256(directory)
     directory = pathlib.Path(directory)
     try:
         return sha256_file(directory / MODEL_FILE, directory / META_FILE)
