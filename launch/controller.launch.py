@@ -2,6 +2,8 @@
 
 ros2 launch vdd_ros controller.launch.py use_sim:=true
 ros2 launch vdd_ros controller.launch.py policy:=/path/to/policy.onnx namespace:=arm
+ros2 launch vdd_ros controller.launch.py policy:=P.onnx observation_topic:=/joint_states \
+    command_topic:=/forward_position_controller/commands       # a robot's own topics
 
 Pairing rule: with use_sim:=true the controller runs with sync_to_observations: true (one action per
 observation; fixed-phase ticks can lock just behind the sim's steps and make every action late);
@@ -42,6 +44,10 @@ def _controller(parameters: list, condition: Condition) -> Node:
         name="vdd_controller",
         namespace=LaunchConfiguration("namespace"),
         parameters=parameters,
+        remappings=[
+            ("observation", LaunchConfiguration("observation_topic")),
+            ("command", LaunchConfiguration("command_topic")),
+        ],
         output="screen",
         emulate_tty=True,
         condition=condition,
@@ -72,6 +78,16 @@ def generate_launch_description() -> LaunchDescription:
                 description="avoiding_sim parameters",
             ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of both nodes"),
+            DeclareLaunchArgument(
+                "observation_topic",
+                default_value="observation",
+                description="the controller's observation input (a robot's e.g. /joint_states)",
+            ),
+            DeclareLaunchArgument(
+                "command_topic",
+                default_value="command",
+                description="the controller's Float64MultiArray command output (e.g. a forward command controller's)",
+            ),
             DeclareLaunchArgument(
                 "use_sim",
                 default_value="false",

@@ -37,7 +37,15 @@ def test_launch_file_references_installed_executables_and_config() -> None:
     for name in re.findall(r'"config", "([\w.]+)"', LAUNCH.read_text()):
         assert (share / "config" / name).is_file(), name
     args = re.findall(r'DeclareLaunchArgument\(\s*"(\w+)"', LAUNCH.read_text())
-    assert set(args) == {"policy", "params_file", "sim_params_file", "namespace", "use_sim"}
+    assert set(args) == {
+        "policy",
+        "params_file",
+        "sim_params_file",
+        "namespace",
+        "use_sim",
+        "observation_topic",
+        "command_topic",
+    }
 
 
 def test_launch_description_builds_when_launch_is_installed() -> None:
