@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vdd_ros.cli.common import EXIT_INTERRUPTED, require_file, run_tool
+from vdd_ros.cli.common import EXIT_INTERRUPTED, ToolError, require_file, run_tool
 from vdd_ros.util.config import knob
 
 TEACHER_CONFIG = "config/teacher_avoiding.yaml"
@@ -64,10 +64,19 @@ def _stage(n: int, text: str) -> float:
 
 
 def _teacher_step(out: pathlib.Path) -> int:
+    """The teacher training's committed step (-1: none); a state of an older layout is refused, not overwritten."""
     from vdd_ros.teacher.config import STATE_DIR
 
     state = out / STATE_DIR / "state.json"
-    return json.loads(state.read_text())["iteration"] if state.exists() else -1
+    if not state.exists():
+        return -1
+    try:
+        return int(json.loads(state.read_text())["iteration"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ToolError(
+            f"{state} is not a training state of this version ({type(exc).__name__}); "
+            f"move {out.parent} away (or `make clean`) or pass output=<a new folder>"
+        ) from None
 
 
 def _histogram(teacher_ms: np.ndarray, moe_ms: np.ndarray, loop: dict, path: pathlib.Path, steps: int) -> None:
