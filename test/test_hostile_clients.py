@@ -286,26 +286,29 @@ def test_every_node_answers_help(executable: str):
     assert "usage: ros2 run vdd_ros" in out.stdout and "parameters:" in out.stdout
 
 
+def _tiny_job(root: pathlib.Path, tmp_path: pathlib.Path, **settings: object) -> dict[str, object]:
+    """distill parameters of a seconds-long job on the tiny teacher and dataset, plus ``settings``."""
+    return {
+        "teacher": root / "teacher",
+        "dataset": root / "demos.safetensors",
+        "output": tmp_path / "out",
+        "moe.hidden": 16,
+        "moe.trunk_blocks": 1,
+        "train.batch_size": 8,
+        "torch_threads": 1,
+        "device": "cpu",
+        **settings,
+    }
+
+
 def test_ctrl_c_stops_distill_after_its_last_progress(start_node, ros: RosHarness, inputs, tmp_path):  # noqa: F811
     """SIGINT mid-training: checkpoint saved, "stopped" published while the context is up, no traceback."""
     from vdd_ros_msgs.msg import DistillProgress
 
     progress: list[DistillProgress] = []
     ros.node.create_subscription(DistillProgress, "/vdd_distill/progress", progress.append, 100)
-    settings = {
-        "teacher": inputs / "teacher",
-        "dataset": inputs / "demos.safetensors",
-        "output": tmp_path / "out",
-        "moe.hidden": 16,
-        "moe.trunk_blocks": 1,
-        "train.iterations": 1_000_000,
-        "train.batch_size": 8,
-        "eval.every": 1_000_000,
-        "checkpoint_every": 1_000_000,
-        "torch_threads": 1,
-        "device": "cpu",
-    }
-    node = start_node("distill", ros_params(settings))
+    settings = _tiny_job(inputs, tmp_path, **{"train.iterations": 1_000_000, "eval.every": 1_000_000})
+    node = start_node("distill", ros_params({**settings, "checkpoint_every": 1_000_000}))
     ros.spin_until(lambda: any(p.phase == "training" for p in progress), 120.0, f"training; log:\n{node.log()}")
     node.proc.send_signal(signal.SIGINT)
     ros.spin_until(lambda: node.proc.poll() is not None, 60.0, "distill to exit")
@@ -320,21 +323,8 @@ def test_distill_deploys_its_policy_to_a_running_controller(start_node, ros: Ros
     client = ControllerClient(ros, "deploy")
     start_controller(start_node, shipped, "deploy")
     client.wait_actions(5)
-    settings = {
-        "teacher": inputs / "teacher",
-        "dataset": inputs / "demos.safetensors",
-        "output": tmp_path / "out",
-        "moe.hidden": 16,
-        "moe.trunk_blocks": 1,
-        "train.iterations": 20,
-        "train.batch_size": 8,
-        "eval.every": 0,
-        "eval.final_episodes": 0,
-        "torch_threads": 1,
-        "device": "cpu",
-        "policy_id": "deployed",
-        "deploy_to": "/deploy/vdd_controller",
-    }
+    job = {"train.iterations": 20, "eval.every": 0, "eval.final_episodes": 0}
+    settings = _tiny_job(inputs, tmp_path, **job, policy_id="deployed", deploy_to="/deploy/vdd_controller")
     node = start_node("distill", ros_params(settings))
     ros.spin_until(lambda: node.proc.poll() is not None, 180.0, f"distill to finish; log:\n{node.log()}")
     assert node.proc.returncode == 0, node.log()
