@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 
+import numpy as np
 import pytest
 from conftest import RosHarness
 from rclpy.parameter import Parameter
@@ -230,3 +231,44 @@ def test_shipped_controller_yaml_names_declared_parameters_at_their_defaults() -
     task_specific = {"action_min", "action_max"}  # Avoiding's per-tick delta limit
     differing = {k: v for k, v in values.items() if k not in task_specific and v != PARAMS[k].default}
     assert differing == {}
+
+
+def test_an_episode_start_sent_just_before_its_observation_always_opens_a_fresh_window(
+    start_node, ros: RosHarness, policies
+) -> None:
+    """The announcement and the observation arrive together on two topics; the very first answer
+    (the one a lockstep simulator steps with) must come from a fresh window, never the last episode's."""
+    from std_msgs.msg import Header
+    from vdd_ros_msgs.msg import PolicyAction
+
+    from vdd_ros.runtime.onnx_policy import OnnxPolicy
+
+    ns = "episodes"
+    params = ["-p", "observation_type:=joint_state", "-p", "sampling_mode:=greedy", "-p", "sync_to_observations:=true"]
+    node = start_controller(start_node, policies["a"], ns, *params)
+    first: dict[int, PolicyAction] = {}
+
+    def on_action(msg: PolicyAction) -> None:
+        first.setdefault(msg.observation_stamp.sec * 1_000_000_000 + msg.observation_stamp.nanosec, msg)
+
+    ros.node.create_subscription(PolicyAction, f"/{ns}/policy_action", on_action, 100)
+    starts = ros.node.create_publisher(Header, f"/{ns}/episode_start", 10)
+    observations = ros.node.create_publisher(JointState, f"/{ns}/observation", 5)
+    matched = (observations, starts)
+    ros.spin_until(lambda: all(pub.get_subscription_count() > 0 for pub in matched), 20.0, "the controller")
+    local = OnnxPolicy(policies["a"], mode="greedy")
+    mismatches = []
+    for episode in range(100):
+        values = [(-1.0) ** episode * v * (1 + episode % 3) for v in OBS]
+        msg = JointState(name=[f"obs_{i}" for i in range(4)], position=values)
+        msg.header.stamp = ros.node.get_clock().now().to_msg()
+        starts.publish(msg.header)
+        observations.publish(msg)
+        key = stamp_ns(msg)
+        what = f"the answer to episode {episode}; log:\n{node.log()[-1500:]}"
+        ros.spin_until(lambda key=key: key in first, 20.0, what)
+        local.reset(1, 0)
+        expected = local.act([values])[0]
+        if not np.allclose(first[key].action, expected, atol=1e-6):
+            mismatches.append(episode)
+    assert mismatches == [], f"episodes answered from the previous episode's window: {mismatches}"
