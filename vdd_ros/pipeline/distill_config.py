@@ -47,7 +47,7 @@ class DistillJobConfig:
     )
     seed: int = knob(0, "seed of the initial weights and of the training batches")
     device: str = knob("auto", "torch device; auto = CUDA when available, else CPU")
-    torch_threads: int = knob(2, "CPU threads for torch; 0 keeps torch's default")
+    torch_threads: int = knob(0, "CPU threads for torch; 0 = one per core other processes leave idle, re-checked")
     policy_id: str = knob("", "name stored in the policy contract; empty = <task>-<method>-<UTC time>")
     checkpoint_every: int = knob(250, "iterations between checkpoints (also saved at each evaluation and on stop)")
     moe: MoEConfig = dataclasses.field(default_factory=MoEConfig)  # student architecture

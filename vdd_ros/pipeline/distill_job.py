@@ -52,7 +52,7 @@ from vdd_ros.util.checkpoint import CheckpointError
 from vdd_ros.util.config import ConfigError, flatten, to_dict
 from vdd_ros.util.files import atomic_write_json
 from vdd_ros.util.progress import EvalResult, Notice, OnProgress, Resumed, TrainProgress, ignore
-from vdd_ros.util.torch_setup import set_threads
+from vdd_ros.util.torch_setup import TorchThreads
 
 EVAL_SEED = 0  # rollout seed of every evaluation (D3IL protocol), whatever the training seed
 
@@ -228,11 +228,11 @@ def run_distillation(
     """
     start = time.monotonic()
     check_config(cfg)
-    set_threads(cfg.torch_threads)
+    threads = TorchThreads(cfg.torch_threads)
     device = distributed.device_for_rank(cfg.device)
     with distributed.session(device):
         try:
-            return _run(cfg, device, on_progress if distributed.is_main() else ignore, should_stop, start)
+            return _run(cfg, device, on_progress if distributed.is_main() else ignore, should_stop, start, threads)
         except distributed.PeerLostError as exc:
             raise DistillError(
                 f"{exc}; the last checkpoint in {pathlib.Path(cfg.output) / 'checkpoint'} is kept: "
@@ -246,6 +246,7 @@ def _run(
     report: OnProgress,
     should_stop: Callable[[], bool] | None,
     start: float,
+    threads: TorchThreads,
 ) -> dict[str, Any]:
     """``run_distillation`` in this process, one of ``distributed.world_size()``."""
     batch_size = distributed.per_rank_batch(cfg.train.batch_size, distributed.world_size())
@@ -278,6 +279,7 @@ def _run(
     curve = trainer.extra.setdefault("curve", [])  # mean losses per progress window, kept across resumes
 
     def on_train(stats: dict[str, float]) -> None:
+        threads.adapt()
         curve.append({k: v for k, v in stats.items() if k != "iterations"})
         report(_train_event(stats))
 

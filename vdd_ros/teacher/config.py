@@ -65,7 +65,7 @@ class TeacherTrainConfig:
     checkpoint_every: int = knob(2000, "steps between resumable checkpoints; 0 = only at the end or on a stop")
     seed: int = knob(0, "seed of the initial weights and of the batches")
     device: str = knob("auto", "torch device; auto = CUDA when available, else CPU")
-    torch_threads: int = knob(2, "CPU threads for torch; 0 keeps torch's default")
+    torch_threads: int = knob(0, "CPU threads for torch; 0 = one per core other processes leave idle, re-checked")
 
     def __post_init__(self) -> None:
         import torch  # validation only: --help reads the fields without loading torch

@@ -40,7 +40,7 @@ from vdd_ros.util.checkpoint import (
 from vdd_ros.util.config import to_dict
 from vdd_ros.util.optim import checked_step, lr_factor, optimizer_tensors, restore_optimizer, set_lr
 from vdd_ros.util.progress import EvalResult, Notice, OnProgress, Resumed, TrainProgress, ignore
-from vdd_ros.util.torch_setup import resolve_device, rng_state, set_rng_state, set_threads
+from vdd_ros.util.torch_setup import TorchThreads, resolve_device, rng_state, set_rng_state
 
 EVAL_LOG = "eval.jsonl"
 PROGRESS_EVERY = 100  # steps between TrainProgress events
@@ -198,7 +198,7 @@ def train_teacher(
     """
     output = pathlib.Path(output or cfg.output)
     device = resolve_device(cfg.device)
-    set_threads(cfg.torch_threads)
+    threads = TorchThreads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
     run = _Run(cfg, data, device)
     teacher, ema, opt = run.teacher, run.ema, run.opt
@@ -226,6 +226,7 @@ def train_teacher(
     teacher.train()
     with _stop_on_signals() as signals:
         while step < end and not signals:
+            threads.adapt()
             lr = cfg.lr * lr_factor(step, cfg.iterations, cfg.lr_schedule, cfg.warmup)
             set_lr([opt], lr)
             idx = torch.randint(0, obs.shape[0], (cfg.batch_size,), device=device)
