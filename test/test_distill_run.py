@@ -94,6 +94,7 @@ def test_exports_policy_with_full_contract(inputs, method):
     assert contract.training["method"] == method and contract.training["train"]["iterations"] == 4
     assert contract.training["train"]["obs_noise"] == TEACHER_OBS_NOISE  # the teacher's, resolved
     assert contract.training["moe"]["obs_window"] == 5 and contract.training["moe"]["hidden"] == 16
+    assert (contract.act_chunk, contract.act_exec) == (1, 1)  # act_exec 0: half the chunk, rounded up
     assert "output" not in contract.training and contract.training["teacher"] == "teacher"  # no machine paths
     assert json.loads((inputs / method / "summary.json").read_text())["sha256"] == summary["sha256"]
     evals = [e for e in events if isinstance(e, EvalResult)]
@@ -134,6 +135,12 @@ def test_a_noise_range_the_teacher_family_cannot_use_fails_before_any_output(inp
         with pytest.raises(ConfigError, match=r"vdd\.noise_low/noise_high for this ddpm teacher"):
             run_distillation(cfg)
         assert not (inputs / "badrange").exists()
+
+
+def test_executing_more_actions_than_the_teachers_chunk_fails_before_any_output(inputs):
+    with pytest.raises(DistillError, match="act_exec 2 exceeds the teacher's chunk of 1 actions"):
+        run_distillation(_cfg(inputs, name="overexec", act_exec=2))
+    assert not (inputs / "overexec").exists()
 
 
 def test_stop_then_resume(inputs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import time
@@ -210,3 +211,68 @@ def test_a_swap_keeps_the_window_history(tmp_path: pathlib.Path, policy_a) -> No
     assert core.sampling_mode == "greedy" and core.policy.contract.policy_id == "b"
     np.testing.assert_array_equal(core._bundle.window.current(), before)
     assert core.tick(1.03).policy.contract.policy_id == "b"
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory: pytest.TempPathFactory):
+    """Chunks of 4 actions, 3 executed per inference."""
+    path = tmp_path_factory.mktemp("policies") / "chunked.onnx"
+    export_random_policy(path, policy_id="chunked", act_chunk=4, act_exec=3, control_period_s=0.01)
+    return load_policy(str(path))
+
+
+def _feed(core: ServingCore, k: int, received_s: float) -> None:
+    assert core.offer(OBS + 0.1 * k, (k + 1) * SEC // 100, 10 * SEC, received_s) is None
+
+
+def test_a_chunk_is_executed_one_action_per_observation_then_replanned(chunked) -> None:
+    """Inference on observations 0, 3, 6: in between, the plan's next action with the plan's expert."""
+    core = make_core(chunked, sampling_mode="sample", action_min=(), action_max=())
+    decisions = []
+    for k in range(7):
+        _feed(core, k, received_s=1.0 + 0.01 * k)
+        decisions.append(core.tick(1.0 + 0.01 * k))
+        repeat = core.tick(1.0 + 0.01 * k + 0.001)  # a tick before the next observation repeats the action
+        assert np.array_equal(repeat.action, decisions[-1].action) and not repeat.fresh
+    assert [d.chunk_step for d in decisions] == [0, 1, 2, 0, 1, 2, 0]
+    assert all(d.action.shape == (2,) and d.source == Source.POLICY for d in decisions)
+    for start in (0, 3):
+        plan = decisions[start : start + 3]
+        assert len({d.expert for d in plan}) == 1  # one expert per chunk, never a mix
+        assert len({tuple(d.action) for d in plan}) == 3  # the chunk's successive actions
+    assert len(core.inference_latency) == 3
+
+
+def test_a_gap_a_new_episode_or_a_swap_replans_at_once(chunked, tmp_path: pathlib.Path) -> None:
+    core = make_core(chunked, action_min=(), action_max=())
+    _feed(core, 0, received_s=1.0)
+    assert core.tick(1.0).chunk_step == 0
+    _feed(core, 1, received_s=1.01)
+    assert core.tick(1.01).chunk_step == 1
+    _feed(core, 2, received_s=1.2)  # 190 ms without observations: more than twice the 10 ms period
+    assert core.tick(1.2).chunk_step == 0
+    _feed(core, 3, received_s=1.21)
+    assert core.tick(1.21).chunk_step == 1
+    core.episode_start(5 * SEC)
+    _feed(core, 4, received_s=1.22)
+    assert core.tick(1.22).chunk_step == 0
+    _feed(core, 5, received_s=1.23)
+    assert core.tick(1.23).chunk_step == 1
+    other = tmp_path / "other.onnx"
+    export_random_policy(other, policy_id="other", act_chunk=4, act_exec=3, control_period_s=0.01, seed=5)
+    core.update(load_policy(str(other)))
+    d = core.tick(1.235)  # no new observation: the new policy plans from the same window at once
+    assert d.chunk_step == 0 and d.policy.contract.policy_id == "other"
+
+
+def test_a_version_1_contract_executes_one_action_per_inference(policy_a) -> None:
+    from vdd_ros.export.contract import PolicyContract
+
+    legacy = json.loads(policy_a.contract.to_json())
+    legacy.pop("act_exec")
+    legacy["schema_version"] = 1
+    assert PolicyContract.from_json(json.dumps(legacy)).act_exec == 1
+    with pytest.raises(ContractError, match="unknown field"):
+        PolicyContract.from_json(json.dumps({**legacy, "act_exec": 1}))
+    with pytest.raises(ContractError, match=r"act_exec 5 is outside \[1, 1\]"):
+        PolicyContract.from_json(json.dumps({**legacy, "schema_version": 2, "act_exec": 5}))

@@ -92,9 +92,9 @@ def toy(monkeypatch: pytest.MonkeyPatch) -> Task:
 def test_unknown_task_names_the_known_ones(toy: Task) -> None:
     with pytest.raises(UnknownTaskError) as info:
         get_task("avoidin")
-    assert str(info.value) == "unknown task 'avoidin'; known tasks: avoiding, toy_line"
+    assert str(info.value) == "unknown task 'avoidin'; known tasks: avoiding, pushing, toy_line"
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
-    assert task_names() == ["avoiding", "toy_line"]
+    assert task_names() == ["avoiding", "pushing", "toy_line"]
     assert get_task("toy_line") is toy and get_task(toy) is toy
 
 

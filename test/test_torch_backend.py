@@ -129,7 +129,8 @@ def test_serving_core_drives_the_torch_policy(pair) -> None:
     core = ServingCore(torch_policy, ServingConfig(sampling_mode="sample"))
     assert core.offer(OBS_NORM.mean.astype(np.float64), 0, 0, 0.0) is None
     decision = core.tick(0.01)
-    assert decision is not None and decision.source == Source.POLICY and decision.action.shape == (H * ACT_DIM,)
+    assert decision is not None and decision.source == Source.POLICY and decision.action.shape == (ACT_DIM,)
+    assert decision.chunk_step == 0  # the first action of an H-action chunk
 
 
 def test_a_gpu_request_without_cuda_falls_back_with_a_reason() -> None:

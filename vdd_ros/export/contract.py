@@ -7,7 +7,8 @@ Graph I/O (all float32 unless noted; B = batch):
   inputs   obs     (B, T, obs_dim)  raw observation window, oldest first
            gumbel  (B, Z)           Gumbel(0,1) noise selecting the expert; zeros = greedy
            eps     (B, H*act_dim)   N(0,1) noise for a full Gaussian sample; zeros = mean
-  outputs  action  (B, H, act_dim)  raw units
+  outputs  action  (B, H, act_dim)  raw units: a chunk of H actions, of which a runtime
+                                    executes the first ``act_exec``, one per observation
            expert  (B,) int64       index of the chosen expert
            gating  (B, Z)           gating probabilities q(z|s)
 Noise is a graph input, not an in-graph RNG: results are reproducible from the caller's
@@ -26,7 +27,9 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added act_exec; a version 1 contract reads as act_exec 1
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+_ADDED_IN = {"act_exec": 2}
 METADATA_KEY = "vdd_ros.contract"
 INPUT_NAMES = ("obs", "gumbel", "eps")
 OUTPUT_NAMES = ("action", "expert", "gating")
@@ -117,15 +120,16 @@ def _parse_object(text: Any) -> dict[str, Any]:
 
 def _schema_version(data: dict[str, Any]) -> int:
     version = data.get("schema_version")
-    if type(version) is not int or version != SCHEMA_VERSION:  # bool and 1.0 compare equal to 1
+    if type(version) is not int or version not in SUPPORTED_SCHEMA_VERSIONS:  # bool and 1.0 compare equal to 1
         raise ContractError(
-            f"contract schema_version {_describe(version)} is not supported (expected {SCHEMA_VERSION})"
+            f"contract schema_version {_describe(version)} is not supported (expected one of "
+            f"{list(SUPPORTED_SCHEMA_VERSIONS)})"
         )
     return version
 
 
-def _check_keys(data: dict[str, Any]) -> None:
-    known = {f.name for f in dataclasses.fields(PolicyContract)}
+def _check_keys(data: dict[str, Any], version: int) -> None:
+    known = {f.name for f in dataclasses.fields(PolicyContract) if _ADDED_IN.get(f.name, 1) <= version}
     unknown = sorted(k for k in data if k not in known)
     if unknown:
         raise ContractError(f"contract has unknown field(s) {_describe(unknown)}")
@@ -255,10 +259,17 @@ class PolicyContract:
     dataset_sha256: str = ""
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_utc: str = ""
+    act_exec: int = 1  # actions of each chunk executed before the next inference, 1..act_chunk
     schema_version: int = SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.act_exec <= self.act_chunk:
+            raise ContractError(f"contract act_exec {self.act_exec} must be in [1, act_chunk {self.act_chunk}]")
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)  # only the fields this schema version has
+        known = {k: v for k, v in fields.items() if _ADDED_IN.get(k, 1) <= self.schema_version}
+        return json.dumps(known, sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> PolicyContract:
@@ -274,8 +285,10 @@ class PolicyContract:
         """
         data = _parse_object(text)
         version = _schema_version(data)
-        _check_keys(data)
+        _check_keys(data, version)
         dims = {k: _bounded_int(k, data[k], upper) for k, upper in _DIM_LIMITS.items()}
+        if "act_exec" in data:
+            dims["act_exec"] = _bounded_int("act_exec", data["act_exec"], dims["act_chunk"])
         optional = {k: check(k, data[k]) for k, check in _OPTIONAL.items() if k in data}
         return PolicyContract(
             **dims,

@@ -31,6 +31,7 @@ def export_random_policy(
     policy_id: str = "random",
     seed: int = 0,
     act_chunk: int = 1,
+    act_exec: int = 1,
     act_scale: float = 0.01,
     ballast_mb: int = 0,
 ) -> str:
@@ -52,6 +53,7 @@ def export_random_policy(
         act_dim=act_dim,
         obs_window=obs_window,
         act_chunk=act_chunk,
+        act_exec=act_exec,
         num_experts=num_experts,
         control_period_s=control_period_s,
         obs_names=tuple(f"obs_{i}" for i in range(obs_dim)),

@@ -90,6 +90,13 @@ PARAMS: dict[str, ParamSpec] = {
         "observation, timer ticks only when observations are late; false = fixed-phase ticks",
     ),
     "stale_timeout_s": ParamSpec(0.2, "an observation older than this is stale: safe action instead", 0.001, 10.0),
+    "replan_gap_s": ParamSpec(
+        0.0,
+        "chunked policies: a gap between observations longer than this plans a new chunk at once; "
+        "0 = twice the policy's control period",
+        0.0,
+        10.0,
+    ),
     "stale_behavior": ParamSpec("zero", f"safe action on stale input or a failed tick: one of {STALE_BEHAVIOURS}"),
     "max_future_stamp_s": ParamSpec(
         0.5, "observations stamped further than this in the future are dropped (clock skew)", 0.001, 60.0
@@ -173,6 +180,7 @@ class ControllerNode(Node):
         self._period = self._period or loaded.contract.control_period_s
         config = ServingConfig(
             stale_timeout_s=p["stale_timeout_s"],
+            replan_gap_s=p["replan_gap_s"],
             stale_behavior=p["stale_behavior"],
             action_min=tuple(p["action_min"]),
             action_max=tuple(p["action_max"]),

@@ -49,6 +49,11 @@ class DistillJobConfig:
     device: str = knob("auto", "torch device; auto = CUDA when available, else CPU")
     torch_threads: int = knob(0, "CPU threads for torch; 0 = one per core other processes leave idle, re-checked")
     policy_id: str = knob("", "name stored in the policy contract; empty = <task>-<method>-<UTC time>")
+    act_exec: int = knob(
+        0,
+        "actions of each predicted chunk the runtime executes before it plans the next (1..the teacher's act_chunk); "
+        "0 = half the chunk, rounded up",
+    )
     checkpoint_every: int = knob(250, "iterations between checkpoints (also saved at each evaluation and on stop)")
     moe: MoEConfig = dataclasses.field(default_factory=MoEConfig)  # student architecture
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)  # shared by VDD and EM
@@ -59,6 +64,7 @@ class DistillJobConfig:
 # Inclusive bounds of numeric settings (high None = unbounded); the node declares the bounded ones as ROS ranges.
 LIMITS: dict[str, tuple[float, float | None]] = {
     "torch_threads": (0, None),
+    "act_exec": (0, None),
     "checkpoint_every": (0, None),
     "moe.num_experts": (1, None),
     "moe.hidden": (1, None),

@@ -110,6 +110,8 @@ def _load_inputs(cfg: DistillJobConfig, device: torch.device) -> _Inputs:
         data_sha = dataset_sha256(cfg.dataset)
     except DatasetError as exc:
         raise DistillError(f"dataset: {exc}") from exc
+    if cfg.act_exec > meta.act_chunk:
+        raise DistillError(f"act_exec {cfg.act_exec} exceeds the teacher's chunk of {meta.act_chunk} actions")
     if (ds.obs_names, ds.act_names) != (meta.obs_names, meta.act_names):
         raise DistillError(
             f"dataset {cfg.dataset} has columns {ds.obs_names}/{ds.act_names} but the teacher expects "
@@ -159,6 +161,7 @@ def _contract(inputs: _Inputs, moe: GaussianMoE, iteration: int) -> PolicyContra
         act_dim=meta.act_dim,
         obs_window=meta.obs_window,
         act_chunk=meta.act_chunk,
+        act_exec=cfg.act_exec or -(-meta.act_chunk // 2),
         num_experts=moe.config.num_experts,
         control_period_s=meta.control_period_s,
         obs_names=meta.obs_names,

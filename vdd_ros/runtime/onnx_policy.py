@@ -173,7 +173,10 @@ def load_policy(
 
 
 class OnnxPolicy:
-    """An exported MoE as a ``Policy`` for N parallel rollouts (first action of the chunk)."""
+    """An exported MoE as a ``Policy`` for N parallel rollouts (in lockstep, as ``run_rollouts`` steps them).
+
+    Like the controller it plans a chunk every ``act_exec`` steps and executes one action of it per step.
+    """
 
     def __init__(
         self,
@@ -195,10 +198,15 @@ class OnnxPolicy:
         c = self.loaded.contract
         self._window = ObservationWindow(n, c.obs_window, c.obs_dim)
         self._noise = NoiseSource(self.mode, seed, c.num_experts, c.act_chunk * c.act_dim, self.noise_correlation)
+        self._plan = np.zeros((n, c.act_chunk, c.act_dim), np.float32)
+        self._step = 0
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         window = self._window.push(obs)
-        if self.visited is not None:
-            self.visited.append(window.copy())
-        action, _, _ = self.loaded.run(window, *self._noise.draw(window.shape[0]))
-        return action[:, 0, :]
+        index = self._step % self.loaded.contract.act_exec
+        if index == 0:
+            if self.visited is not None:
+                self.visited.append(window.copy())
+            self._plan, _, _ = self.loaded.run(window, *self._noise.draw(window.shape[0]))
+        self._step += 1
+        return self._plan[:, index, :]

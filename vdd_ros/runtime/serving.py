@@ -10,7 +10,11 @@ everything that decides an action lives here, so unit tests drive it without DDS
   unstamped observations, the first one admitted after it -- starts a fresh window, noise
   and rate limiter, whichever of the two messages arrives first;
 * staleness: no admitted observation younger than ``stale_timeout_s`` -> safe action;
-* one sampling draw per observation (ticks in between repeat it, as in training);
+* chunks: an inference plans a chunk of ``act_chunk`` actions with one expert; each new
+  observation advances to the chunk's next action until ``act_exec`` have been executed,
+  then the next inference re-plans; a new episode, a swap, a sampling-mode change or a gap
+  between observations longer than ``replan_gap_s`` re-plans early. Ticks between two
+  observations repeat the current action; one sampling draw per inference;
 * contained ticks: an exception or invalid output in inference or post-processing
   latches state ERROR, the tick and every later one publish the safe action, and only
   a successful swap (of any vetted policy, the same file included) recovers;
@@ -83,6 +87,7 @@ class ServingConfig:
     sampling_mode: str = "mean"
     seed: int = 0
     noise_correlation: float = DEFAULT_NOISE_CORRELATION
+    replan_gap_s: float = 0.0  # 0 = twice the policy's control period
 
     def check(self, action_dim: int) -> ActionFilter:
         """Validate against the policy's action size; the filter it implies. Raises ValueError naming the setting."""
@@ -90,6 +95,8 @@ class ServingConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.replan_gap_s) and self.replan_gap_s >= 0):
+            raise ValueError(f"replan_gap_s must be a finite number >= 0, got {self.replan_gap_s}")
         if self.stale_behavior not in STALE_BEHAVIOURS:
             raise ValueError(f"stale_behavior must be one of {STALE_BEHAVIOURS}, got {self.stale_behavior!r}")
         action_filter = ActionFilter(action_dim, self.action_min, self.action_max, self.max_action_step)
@@ -114,13 +121,14 @@ class Observation:
 class Decision:
     """One tick's command and what produced it."""
 
-    action: np.ndarray  # (act_chunk * act_dim,) float32, filtered
+    action: np.ndarray  # (act_dim,) float32, filtered: this tick's action of the planned chunk
     source: Source
     expert: int
     probability: float
     observation: Observation
     policy: LoadedPolicy
     fresh: bool  # first action computed from this observation
+    chunk_step: int = 0  # index of ``action`` in its chunk (0: just planned)
 
 
 @dataclasses.dataclass
@@ -131,9 +139,14 @@ class _Bundle:
     noise: NoiseSource
     window: ObservationWindow
     inputs: np.ndarray | None = None  # current (1, T, obs_dim) window
-    draw: tuple[np.ndarray, np.ndarray] | None = None  # (gumbel, eps) of the current window
+    draw: tuple[np.ndarray, np.ndarray] | None = None  # (gumbel, eps) of the next or current plan
     obs_seq: int = -1  # newest observation pushed into the window
     episode: int = 0  # episode of the observations in the window
+    received_s: float = -math.inf  # receive time of that observation
+    plan: np.ndarray | None = None  # (act_chunk, act_dim) raw chunk being executed; None = plan next tick
+    expert: int = -1  # the plan's expert and its gating probability
+    probability: float = 0.0
+    step: int = 0  # index of the executed action in ``plan``
 
 
 class ServingCore:
@@ -143,8 +156,9 @@ class ServingCore:
         c = policy.contract
         self.config = config
         self.contract = c
-        self.action_dim = c.act_dim * c.act_chunk
+        self.action_dim = c.act_dim  # one action per tick; chunks are executed over observations
         self._filter = config.check(self.action_dim)
+        self._replan_gap_s = config.replan_gap_s or 2.0 * c.control_period_s
         self._lock = threading.Lock()
         self._obs: Observation | None = None
         self._seq = 0
@@ -224,11 +238,30 @@ class ServingCore:
             bundle.window.reset()
             bundle.noise.reset()
             self._filter.reset()
-            bundle.episode, bundle.obs_seq = obs.episode, -1
+            bundle.episode, bundle.obs_seq, bundle.plan = obs.episode, -1, None
         fresh = obs.seq != bundle.obs_seq
-        if fresh:  # the window advances once per new observation, and one draw per observation
+        if fresh:  # the window advances once per new observation; the chunk too, or a new one is planned
             bundle.inputs, bundle.obs_seq = bundle.window.push(obs.values[None]), obs.seq
-            bundle.draw = bundle.noise.draw(1)
+            gap, bundle.received_s = obs.received_s - bundle.received_s, obs.received_s
+            executing = bundle.plan is not None and bundle.step + 1 < bundle.policy.contract.act_exec
+            if executing and gap <= self._replan_gap_s:
+                bundle.step += 1
+            else:
+                bundle.plan, bundle.draw = None, bundle.noise.draw(1)
+        if bundle.plan is None:
+            self._plan(bundle)
+        filtered = self._filter.apply(bundle.plan[bundle.step])
+        if filtered is None:
+            raise ValueError("non-finite action")
+        self._last_action = filtered
+        if fresh:
+            self.obs_to_action_latency.add(now_s - obs.received_s)
+        return Decision(
+            filtered, Source.POLICY, bundle.expert, bundle.probability, obs, bundle.policy, fresh, bundle.step
+        )
+
+    def _plan(self, bundle: _Bundle) -> None:
+        """One inference: a chunk from the current window and draw, checked before any of it is used."""
         started = time.perf_counter()
         action, expert, gating = bundle.policy.run(bundle.inputs, *bundle.draw)
         self.inference_latency.add(time.perf_counter() - started)
@@ -236,13 +269,7 @@ class ServingCore:
         if problem is not None:
             raise ValueError(problem)
         z = int(expert[0])
-        filtered = self._filter.apply(action.reshape(-1))
-        if filtered is None:
-            raise ValueError("non-finite action")
-        self._last_action = filtered
-        if fresh:
-            self.obs_to_action_latency.add(now_s - obs.received_s)
-        return Decision(filtered, Source.POLICY, z, float(gating[0, z]), obs, bundle.policy, fresh)
+        bundle.plan, bundle.expert, bundle.probability, bundle.step = action[0], z, float(gating[0, z]), 0
 
     def _safe(self, obs: Observation, bundle: _Bundle) -> Decision | None:
         behaviour = self.config.stale_behavior
@@ -263,16 +290,16 @@ class ServingCore:
             noise = old.noise  # the same stream goes on (its correlation state included)
         else:
             seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
-            noise = NoiseSource(mode, seed, c.num_experts, self.action_dim, self.config.noise_correlation)
+            noise = NoiseSource(mode, seed, c.num_experts, c.act_chunk * c.act_dim, self.config.noise_correlation)
         if old is not None and old.inputs is not None and old.policy.contract.obs_window == c.obs_window:
             window = copy.deepcopy(old.window)  # same history: the new policy continues the episode
             draw = old.draw if noise is old.noise else noise.draw(1)
-            return _Bundle(policy, noise, window, window.current(), draw, old.obs_seq, old.episode)
+            return _Bundle(policy, noise, window, window.current(), draw, old.obs_seq, old.episode, old.received_s)
         bundle = _Bundle(policy, noise, ObservationWindow(1, c.obs_window, c.obs_dim))
         obs = self.latest()
         if obs is not None:  # seed the new window so the new policy acts on the very next tick
             bundle.inputs, bundle.obs_seq = bundle.window.push(obs.values[None]), obs.seq
-            bundle.draw, bundle.episode = noise.draw(1), obs.episode
+            bundle.draw, bundle.episode, bundle.received_s = noise.draw(1), obs.episode, obs.received_s
         return bundle
 
     def update(self, policy: LoadedPolicy | None = None, mode: str | None = None) -> None:

@@ -131,13 +131,21 @@ class Task(abc.ABC):
         """Task-specific JSON-safe figures from the final results of all episodes (e.g. collisions)."""
         return {}
 
-    def mode_distributions(self) -> dict[str, np.ndarray]:
-        """Named mode distributions the expert can be asked to demonstrate; "uniform" always exists."""
+    def mode_distributions(self) -> dict[str, np.ndarray | None]:
+        """Named mode distributions the expert can be asked to demonstrate; "uniform" always exists.
+
+        None names the expert's own state-dependent preferences (Pushing: "preferred"): a mode
+        cannot be drawn before the episode's start state exists, so the demo collector then
+        passes NO_MODE labels and the expert chooses (see ``generate_demos``).
+        """
         return {"uniform": np.full(self.num_modes, 1.0 / self.num_modes)}
 
     def generate_demos(self, labels: np.ndarray, rng: np.random.Generator, config: Any = None) -> list[Demo]:
         """One validated expert demonstration per mode label in ``labels``, in order.
 
+        A NO_MODE label asks the expert to choose the mode from the episode's start state by
+        its own preferences; ``Demo.mode`` is the mode it showed (tasks that offer a None
+        distribution in ``mode_distributions`` accept such labels).
         ``config`` is an ``expert_config_type`` instance (its defaults when None). Tasks
         without a scripted expert keep this default, which refuses.
         """

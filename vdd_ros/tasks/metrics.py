@@ -1,4 +1,5 @@
-"""Task-independent behaviour metrics: mode histogram, normalised entropy, KL to the data, selection score.
+"""Task-independent behaviour metrics: mode histogram, normalised entropy, KL to the data, selection score,
+and their per-context forms (D3IL averages the entropy over initial states).
 
 Entropy and KL are computed over *successful* episodes with a mode label; episodes without
 one (label -1, e.g. Avoiding's invalid codes) are counted by the task, never merged into a mode.
@@ -55,3 +56,38 @@ def mode_kl(counts: np.ndarray, reference: np.ndarray | None = None, eps: float 
 def selection_score(success_rate: float, entropy: float) -> float:
     """D3IL's model-selection score: 0.8 * success + 0.2 * entropy."""
     return 0.8 * success_rate + 0.2 * entropy
+
+
+def context_mode_counts(contexts: np.ndarray, modes: np.ndarray, num_modes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Episodes grouped by identical context rows (n, d): (distinct contexts (C, d), mode counts (C, num_modes)).
+
+    ``modes`` (n,) holds each episode's label; -1 (no success, no mode) counts in no bin.
+    """
+    contexts = np.asarray(contexts).reshape(len(modes), -1)
+    modes = np.asarray(modes, dtype=np.int64).ravel()
+    keys, group = np.unique(contexts, axis=0, return_inverse=True)
+    counts = np.zeros((len(keys), num_modes), dtype=np.int64)
+    valid = (modes >= 0) & (modes < num_modes)
+    np.add.at(counts, (group.ravel()[valid], modes[valid]), 1)
+    return keys, counts
+
+
+def context_entropy(counts: np.ndarray) -> float:
+    """D3IL's diversity figure: ``behaviour_entropy`` per context (row), averaged; a context without success adds 0."""
+    counts = np.asarray(counts)
+    return float(np.mean([behaviour_entropy(row) for row in counts])) if len(counts) else 0.0
+
+
+def context_preference_gap(counts: np.ndarray, expected: np.ndarray) -> float:
+    """Mean total-variation distance between each context's mode proportions and the expected ones (C, num_modes).
+
+    0 when the policy chooses modes exactly as often as the demonstrator would in every context;
+    contexts without a labelled success are left out (NaN if that is all of them).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    totals = counts.sum(axis=1)
+    seen = totals > 0
+    if not seen.any():
+        return math.nan
+    proportions = counts[seen] / totals[seen, None]
+    return float(np.mean(0.5 * np.abs(proportions - np.asarray(expected, dtype=np.float64)[seen]).sum(axis=1)))

@@ -12,6 +12,7 @@ from vdd_ros.tasks.base import Task
 
 _ENTRIES: dict[str, str | Task] = {
     "avoiding": "vdd_ros.tasks.avoiding.task:AvoidingTask",
+    "pushing": "vdd_ros.tasks.pushing.task:PushingTask",
 }
 
 
