@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from vdd_ros.util.cpu_share import FreeCores, threads_for, usable_cores
+from vdd_ros.util.cpu_share import FreeCores, busy_seconds, threads_for, usable_cores
 from vdd_ros.util.torch_setup import TorchThreads
 
 
@@ -52,3 +52,11 @@ def test_a_fixed_count_is_kept(keep_torch_threads) -> None:
     threads = TorchThreads(3)
     threads.adapt()
     assert torch.get_num_threads() == 3 and not threads.adaptive
+
+
+
+def test_niced_background_work_gives_way_unless_the_job_is_niced_itself() -> None:
+    tick = os.sysconf("SC_CLK_TCK")
+    line = f"cpu  {100 * tick} {50 * tick} {20 * tick} 999999 7 {tick} {tick} {2 * tick} 0 0"
+    assert busy_seconds(line, count_niced=False) == pytest.approx(124.0)
+    assert busy_seconds(line, count_niced=True) == pytest.approx(174.0)

@@ -22,3 +22,12 @@ class PolicyShape:
     def action_size(self) -> int:
         """D = H * act_dim: the flattened chunk the MoE's Gaussians live on."""
         return self.act_chunk * self.act_dim
+
+    @property
+    def default_act_exec(self) -> int:
+        """Actions of a chunk executed per inference unless a setting says otherwise: half the chunk, rounded up.
+
+        Diffusion Policy executes 8 of 16: enough of the plan to keep its temporal consistency,
+        re-planning often enough to react. A single action (H = 1) is always executed.
+        """
+        return -(-self.act_chunk // 2)

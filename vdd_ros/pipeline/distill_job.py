@@ -161,7 +161,7 @@ def _contract(inputs: _Inputs, moe: GaussianMoE, iteration: int) -> PolicyContra
         act_dim=meta.act_dim,
         obs_window=meta.obs_window,
         act_chunk=meta.act_chunk,
-        act_exec=cfg.act_exec or -(-meta.act_chunk // 2),
+        act_exec=cfg.act_exec or moe.shape.default_act_exec,
         num_experts=moe.config.num_experts,
         control_period_s=meta.control_period_s,
         obs_names=meta.obs_names,

@@ -20,7 +20,7 @@ from torch import nn
 
 from vdd_ros.data.shape import PolicyShape
 from vdd_ros.teacher.config import NetworkConfig
-from vdd_ros.teacher.network import DenoiserMLP
+from vdd_ros.teacher.network import build_denoiser
 
 
 class Teacher(nn.Module, abc.ABC):
@@ -122,7 +122,7 @@ class TrainableTeacher(Teacher):
 
 
 class NetworkTeacher(TrainableTeacher):
-    """A teacher whose denoiser is the residual MLP of ``vdd_ros.teacher.network``."""
+    """A teacher whose denoiser is built by ``vdd_ros.teacher.network.build_denoiser`` (MLP or temporal U-Net)."""
 
     config_type: type  # the family's diffusion config dataclass (its defaults when none is given)
 
@@ -139,7 +139,7 @@ class NetworkTeacher(TrainableTeacher):
         self.obs_dim, self.act_dim, self.obs_window, self.act_chunk = obs_dim, act_dim, obs_window, act_chunk
         self.network_config = network or NetworkConfig()
         self.config = config or self.config_type()
-        self.net = DenoiserMLP(obs_dim, act_dim, obs_window, act_chunk, self.network_config)
+        self.net = build_denoiser(obs_dim, act_dim, obs_window, act_chunk, self.network_config)
 
     @property
     def default_sample_steps(self) -> int:

@@ -79,12 +79,17 @@ def build_teacher(meta: TeacherMeta, overrides: dict[str, Any] | None = None) ->
     return family.build(PolicyShape(meta.obs_dim, meta.act_dim, meta.obs_window, meta.act_chunk), network, config)
 
 
+def _as_stored(config: Any) -> dict[str, Any]:
+    """A config dataclass as teacher.json holds it (tuples as lists), so a loaded meta equals a fresh one."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
 def teacher_meta_fields(teacher: TrainableTeacher) -> dict[str, Any]:
     """The meta fields a teacher object itself determines (family, sizes, configs)."""
     return {
         "family": teacher.family,
-        "network": dataclasses.asdict(teacher.network_config),
-        "diffusion": dataclasses.asdict(teacher.config),
+        "network": _as_stored(teacher.network_config),
+        "diffusion": _as_stored(teacher.config),
         "obs_window": teacher.obs_window,
         "act_chunk": teacher.act_chunk,
         "obs_dim": teacher.obs_dim,

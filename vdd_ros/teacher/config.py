@@ -19,16 +19,36 @@ _MINIMUM |= {"eval_every": 0, "eval_episodes": 1, "checkpoint_every": 0, "torch_
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-    """Size of the denoiser."""
+    """The denoiser: a residual MLP over the flat chunk, or a 1-D temporal U-Net over its time axis.
 
-    width: int = knob(256, "hidden width of the residual MLP")
-    blocks: int = knob(3, "residual blocks")
+    Teacher files written before ``kind`` existed lack it and load as ``mlp``.
+    """
+
+    kind: Literal["mlp", "unet1d"] = knob(
+        "mlp",
+        "mlp: residual MLP over the flattened chunk; unet1d: 1-D convolutional U-Net over the chunk's time axis "
+        "with FiLM conditioning (Diffusion Policy, Chi et al. 2023)",
+    )
+    width: int = knob(256, "hidden width of the residual MLP (unet1d: of the conditioning MLP)")
+    blocks: int = knob(3, "residual blocks (mlp)")
     emb_dim: int = knob(32, "sinusoidal features encoding the noise level (even)")
-    layer_norm: bool = knob(True, "pre-norm LayerNorm in every block")
+    layer_norm: bool = knob(True, "pre-norm LayerNorm in every block (mlp)")
+    unet_channels: tuple[int, ...] = knob(
+        (64, 128, 256), "unet1d: channels per level; the time axis halves between consecutive levels"
+    )
+    unet_kernel: int = knob(5, "unet1d: temporal kernel size of every convolution (odd)")
+    unet_groups: int = knob(8, "unet1d: GroupNorm groups (must divide every entry of unet_channels)")
 
     def __post_init__(self) -> None:
+        if self.kind not in ("mlp", "unet1d"):
+            raise ValueError(f"network.kind must be mlp or unet1d, got {self.kind!r}")
         if self.width < 1 or self.blocks < 0 or self.emb_dim < 2 or self.emb_dim % 2:
             raise ValueError("network needs width >= 1, blocks >= 0 and an even emb_dim >= 2")
+        channels, groups = self.unet_channels, self.unet_groups
+        if not channels or groups < 1 or any(c < 1 or c % groups for c in channels):
+            raise ValueError(f"network.unet_channels must be non-empty multiples of unet_groups = {groups} (>= 1)")
+        if self.unet_kernel < 1 or self.unet_kernel % 2 == 0:
+            raise ValueError(f"network.unet_kernel must be odd and >= 1, got {self.unet_kernel}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +60,7 @@ class TeacherTrainConfig:
     output: str = knob("runs/teacher_ddpm", "output folder: model.safetensors, teacher.json, training_state/")
     obs_window: int = knob(5, "T, observations per window (>= 1)")
     act_chunk: int = knob(1, "H, actions per predicted chunk (>= 1)")
-    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)  # size of the denoiser MLP
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)  # kind and size of the denoiser
     # After construction an instance of the family's config dataclass (teacher.registry).
     diffusion: object = knob(
         None, "the family's settings (DDPMConfig / EDMConfig, docs/teacher.md); omitted keys take its defaults"

@@ -1,8 +1,9 @@
-"""Residual MLP denoiser shared by the DDPM and EDM teachers.
+"""The denoisers shared by the DDPM and EDM teachers, and ``build_denoiser``, which picks one.
 
 Avoiding has tiny inputs (a 5x4 observation window, a 1x2 action chunk), so a flat
-residual MLP suffices there and is much cheaper on a CPU than a temporal U-Net or a
-transformer over the chunk.
+residual MLP (the default) suffices there and is much cheaper on a CPU than a temporal
+U-Net or a transformer over the chunk. Longer chunks can use the temporal U-Net of
+Diffusion Policy (``vdd_ros.teacher.unet``, ``network.kind: unet1d``).
 """
 
 from __future__ import annotations
@@ -66,3 +67,22 @@ class DenoiserMLP(nn.Module):
         for block in self.blocks:
             x = block(x + c)
         return self.head(self.out(x)).reshape(b, *self.act_shape)
+
+
+def build_denoiser(obs_dim: int, act_dim: int, obs_window: int, act_chunk: int, cfg: NetworkConfig) -> nn.Module:
+    """The denoiser ``cfg.kind`` names, f(noisy (B,H,A), obs (B,T,O), condition (B,)) -> (B,H,A)."""
+    if cfg.kind == "mlp":
+        return DenoiserMLP(obs_dim, act_dim, obs_window, act_chunk, cfg)
+    from vdd_ros.teacher.unet import TemporalUNet  # deferred: unet imports NoiseEmbedding from here
+
+    return TemporalUNet(
+        obs_dim,
+        act_dim,
+        obs_window,
+        act_chunk,
+        channels=cfg.unet_channels,
+        kernel_size=cfg.unet_kernel,
+        groups=cfg.unet_groups,
+        emb_dim=cfg.emb_dim,
+        cond_width=cfg.width,
+    )

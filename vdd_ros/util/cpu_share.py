@@ -22,15 +22,23 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
+def busy_seconds(stat_line: str, count_niced: bool) -> float:
+    """CPU seconds used since boot from the "cpu" line of /proc/stat.
+
+    Time of niced processes (priority lowered, nice > 0) counts only with ``count_niced``:
+    such background work gives way to a job at normal priority.
+    """
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in stat_line.split()[1:9])
+    return (user + (nice if count_niced else 0) + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _machine_busy_s() -> float | None:
-    """CPU seconds all processes have used since boot (Linux /proc/stat; None elsewhere)."""
+    """``busy_seconds`` of this machine (Linux; None elsewhere); niced work counts only for a niced job."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]
+            return busy_seconds(f.readline(), count_niced=os.nice(0) > 0)
     except (OSError, ValueError):
         return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 class FreeCores:
