@@ -276,3 +276,20 @@ def test_a_version_1_contract_executes_one_action_per_inference(policy_a) -> Non
         PolicyContract.from_json(json.dumps({**legacy, "act_exec": 1}))
     with pytest.raises(ContractError, match=r"act_exec 5 is outside \[1, 1\]"):
         PolicyContract.from_json(json.dumps({**legacy, "schema_version": 2, "act_exec": 5}))
+
+
+def test_in_process_rollouts_execute_chunks_like_the_controller(chunked) -> None:
+    """OnnxPolicy: one inference per act_exec steps, the plan's actions in order in between."""
+    from vdd_ros.runtime.onnx_policy import OnnxPolicy
+
+    policy = OnnxPolicy(chunked.path, mode="greedy", loaded=chunked)
+    policy.reset(2, seed=0)
+    policy.visited = []
+    observations = [np.stack([OBS + 0.1 * k, OBS - 0.1 * k]).astype(np.float32) for k in range(4)]
+    actions = [policy.act(obs) for obs in observations]
+    assert len(policy.visited) == 2  # planned at steps 0 and 3
+    zeros = (np.zeros((2, 8), np.float32), np.zeros((2, 8), np.float32))
+    first, _, _ = chunked.run(policy.visited[0], *zeros)
+    second, _, _ = chunked.run(policy.visited[1], *zeros)
+    assert all(np.array_equal(actions[k], first[:, k]) for k in range(3))
+    assert np.array_equal(actions[3], second[:, 0])
