@@ -64,3 +64,41 @@ def test_task_sim_refuses_an_unknown_task(start_node) -> None:
     log = node.log()
     assert node.proc.returncode == 2 and "unknown task 'pushin'; known tasks: avoiding" in log, log
     assert "Traceback" not in log, log
+
+
+def test_a_chunked_policy_drives_the_pushing_simulator(start_node, ros: RosHarness, tmp_path: pathlib.Path) -> None:
+    """Pushing through the registry, a policy of 8-action chunks executed 4 at a time, over DDS."""
+    from vdd_ros_msgs.msg import EpisodeResult, PolicyAction
+
+    from vdd_ros.export.random_policy import export_random_policy
+    from vdd_ros.harness.process import ros_params
+    from vdd_ros.tasks.registry import get_task
+
+    pushing = get_task("pushing")
+    path = str(tmp_path / "chunked.onnx")
+    export_random_policy(path, obs_dim=pushing.obs_dim, act_chunk=8, act_exec=4, control_period_s=0.035)
+    results: list[EpisodeResult] = []
+    actions: list[PolicyAction] = []
+    ros.node.create_subscription(EpisodeResult, "/push/episode_result", results.append, RESULT_QOS)
+    ros.node.create_subscription(PolicyAction, "/push/policy_action", actions.append, 1000)
+    controller_params = {
+        "policy_path": path,
+        "observation_names": list(pushing.obs_names),
+        "control_rate_hz": 500.0,
+        "latency_budget_fraction": 1.0,
+        "stale_timeout_s": 1.0,
+        "action_min": [-0.015, -0.015],
+        "action_max": [0.015, 0.015],
+    }
+    controller = start_node("controller", ["-r", "__ns:=/push", *ros_params(controller_params)])
+    sim_params = {"task": "pushing", "lockstep": True, "episodes": 1}
+    sim = start_node("task_sim", ["-r", "__ns:=/push", *ros_params(sim_params)])
+    ros.spin_until(
+        lambda: len(results) >= 1,
+        120.0,
+        f"a pushing episode; controller log:\n{controller.log()[-1500:]}\nsim log:\n{sim.log()[-800:]}",
+    )
+    (result,) = results
+    assert result.task == "pushing" and result.late_actions == 0
+    assert 1 <= result.steps <= pushing.max_steps
+    assert actions and all(len(a.action) == pushing.act_dim for a in actions)
