@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from vdd_ros.util.config import knob
 
@@ -31,6 +32,15 @@ class VDDConfig:
         -1.0, "lowest teacher noise level of the score (DDPM: step t, EDM: sigma); < 0 = the teacher's default"
     )
     noise_high: float = knob(-1.0, "highest teacher noise level of the score; < 0 = the teacher's default")
+    noise_schedule: Literal["uniform", "anneal"] = knob(
+        "uniform",
+        "uniform: every level drawn uniformly in [noise_low, noise_high] all run; anneal: the upper end moves "
+        "linearly from noise_high down to noise_low over the first anneal_fraction of the iterations "
+        "(DDPM: rounded to whole steps)",
+    )
+    anneal_fraction: float = knob(
+        0.8, "fraction of the iterations over which anneal lowers the upper end (then the level is noise_low)"
+    )
     expert_steps: int = knob(2, "expert updates per iteration, each on a fresh batch of states")
     gating_steps: int = knob(1, "gating updates per iteration on fresh (state, action) pairs (gating learned only)")
     student_states: float = knob(

@@ -11,6 +11,11 @@ Expert objective for state s and expert z (maximised), with a_v = mu_z + L_z eps
 where S is the teacher score (no grad), q~ the responsibilities computed with detached
 mu, L and gating but the live sample a_v (the term that keeps experts apart), and the
 entropy is closed-form with full gradient.
+
+Noise schedule (``VDDConfig.noise_schedule``): "uniform" draws every level in the whole
+[noise_low, noise_high] all run (the paper); "anneal" lowers the upper end towards
+noise_low, so the smoothed score first pulls the experts apart onto separate modes and
+the nearly clean score then sharpens each one (docs/results.md, "noise schedule").
 """
 
 from __future__ import annotations
@@ -34,6 +39,18 @@ def log_q_tilde(samples: torch.Tensor, out: MoEOutput) -> torch.Tensor:
     joint = (joint + out.log_gating.detach().unsqueeze(1)).view(b, z, v, z)
     own = torch.diagonal(joint, dim1=1, dim2=3).permute(0, 2, 1)  # joint[b, z, v, z] -> (B, Z, V)
     return own - torch.logsumexp(joint, dim=-1)
+
+
+def annealed_noise_range(low: float, high: float, progress: float, fraction: float) -> tuple[float, float]:
+    """[low, high'] at ``progress`` (0..1) of the run: high' falls linearly from high to low until ``fraction``.
+
+    Whole-step (int) bounds, as DDPM teachers resolve them, stay whole steps (rounded).
+    """
+    done = 1.0 if fraction <= 0 else min(1.0, progress / fraction)
+    top = high - (high - low) * done
+    if isinstance(low, int) and isinstance(high, int):
+        return low, max(low, round(top))
+    return low, top
 
 
 def teacher_score(
@@ -112,12 +129,23 @@ class VDDTrainer(MoETrainer):
         self.teacher = teacher.to(self.device).eval().requires_grad_(False)
         self.config = config
         self.use_q_tilde = use_q_tilde
-        # Negative bounds select the teacher's own default range.
+        # Negative bounds select the teacher's own default range (None), resolved here only when
+        # annealing needs numbers; "uniform" passes them through unchanged.
         self.noise_range = tuple(None if x < 0 else x for x in (config.noise_low, config.noise_high))
+        if config.noise_schedule == "anneal":
+            self.noise_range = self.teacher.check_noise_range(*self.noise_range)
+
+    def current_noise_range(self) -> tuple[float | None, float | None]:
+        """The range the score's noise levels are drawn from at this iteration (see ``noise_schedule``)."""
+        if self.config.noise_schedule == "uniform":
+            return self.noise_range
+        low, high = self.noise_range
+        return annealed_noise_range(low, high, self.iteration / self.iterations, self.config.anneal_fraction)
 
     def step(self) -> dict[str, float]:
         cfg, batch = self.config, self.train_config.batch_size
         stats: dict[str, float] = {}
+        noise_range = self.current_noise_range()
         for _ in range(cfg.expert_steps):
             states = self._state_batch(batch, cfg.student_states)
             loss, stats = vdd_expert_loss(
@@ -125,7 +153,7 @@ class VDDTrainer(MoETrainer):
                 self.teacher,
                 self._jitter(states),
                 cfg.samples_per_expert,
-                *self.noise_range,
+                *noise_range,
                 self.generator,
                 self.use_q_tilde,
             )

@@ -80,6 +80,7 @@ LIMITS: dict[str, tuple[float, float | None]] = {
     "vdd.samples_per_expert": (1, None),
     "vdd.expert_steps": (1, None),
     "vdd.gating_steps": (0, None),
+    "vdd.anneal_fraction": (0.0, 1.0),
     "vdd.student_states": (0.0, 1.0),
     "vdd.student_state_capacity": (0, None),
     "eval.every": (0, None),

@@ -54,12 +54,12 @@ class Teacher(nn.Module, abc.ABC):
         The unit of a noise level is the family's (sigma for EDM, the step index t for DDPM).
         """
 
-    def check_noise_range(self, low: float | None, high: float | None) -> None:
-        """Raise ValueError (saying why) unless [low, high] is a valid distillation range.
+    def check_noise_range(self, low: float | None, high: float | None) -> tuple[float, float]:
+        """[low, high] with the teacher's defaults for None ends; ValueError (saying why) for an invalid range.
 
-        None means the teacher's default for that end. Distillation calls this before any work.
+        Distillation calls this before any work, and a noise schedule for the numbers it moves.
         """
-        self._noise_range(low, high)
+        return self._noise_range(low, high)
 
     @abc.abstractmethod
     def _noise_range(self, low: float | None, high: float | None) -> tuple[float, float]:
