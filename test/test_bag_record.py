@@ -76,6 +76,10 @@ def test_recorded_loop_imports_as_the_episodes_it_ran(start_node, tmp_path: path
         start_node("task_sim", ros_params({"task": "avoiding", "lockstep": False, "episodes": EPISODES}))
         for topic in ("/observation", "/episode_start", "/episode_result"):
             _wait_for_line(log, f"matched {topic}", recorder, timeout=60)
+        # the reader matching is half of discovery: until the simulator's writers know the recorder,
+        # their messages are not sent to it (seen under load: the first 59 steps missing from the bag)
+        for topic in ("/observation", "/episode_start"):
+            _wait_for_line(log, f"first message on {topic}", recorder, timeout=60)
         start_node("controller", ros_params(CONTROLLER))
         assert recorder.wait(timeout=120) == 0, log.read_text()
     finally:

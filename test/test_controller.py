@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -259,6 +260,15 @@ def test_an_episode_start_sent_just_before_its_observation_always_opens_a_fresh_
     observations = ros.node.create_publisher(JointState, f"/{ns}/observation", 5)
     matched = (observations, starts)
     ros.spin_until(lambda: all(pub.get_subscription_count() > 0 for pub in matched), 20.0, "the controller")
+    # our writers matching is half of discovery: observe until the controller answers, then measure
+    deadline = time.monotonic() + 60.0
+    while not first:
+        assert time.monotonic() < deadline, f"no answer to the warm-up observations; log:\n{node.log()[-1500:]}"
+        warm_up = JointState(name=[f"obs_{i}" for i in range(4)], position=OBS)
+        warm_up.header.stamp = ros.node.get_clock().now().to_msg()
+        observations.publish(warm_up)
+        ros.spin_for(0.2)
+    first.clear()
     local = OnnxPolicy(policies["a"], mode="greedy")
     mismatches = []
     for episode in range(100):

@@ -311,7 +311,7 @@ def test_ctrl_c_stops_distill_after_its_last_progress(start_node, ros: RosHarnes
     node = start_node("distill", ros_params({**settings, "checkpoint_every": 1_000_000}))
     ros.spin_until(lambda: any(p.phase == "training" for p in progress), 120.0, f"training; log:\n{node.log()}")
     node.proc.send_signal(signal.SIGINT)
-    ros.spin_until(lambda: node.proc.poll() is not None, 60.0, "distill to exit")
+    ros.spin_until(lambda: node.proc.poll() is not None, 120.0, f"distill to exit; log:\n{node.log()[-3000:]}")
     ros.spin_until(lambda: progress[-1].phase == "stopped", 10.0, f"the 'stopped' message; log:\n{node.log()}")
     assert node.proc.returncode == 130 and "Traceback" not in node.log(), node.log()
     assert (tmp_path / "out" / "checkpoint" / "state.json").is_file()  # run again to resume
