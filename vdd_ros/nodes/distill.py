@@ -132,40 +132,35 @@ def print_help() -> None:
     print(f"  deploy_to  str = ''\n  {'':9}  {PARAMS['deploy_to'].description}")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args: list[str] | None = None) -> None:
     if wants_help(args):
         print_help()
         return
     # Ctrl-C and SIGTERM are handled here, not by rclpy: the worker must save its checkpoint
-    # and publish "stopped" while the context is still up, then the node shuts down.
+    # and publish "stopped" while the context is still up, then the node shuts down. The handler
+    # only sets a flag: an exception raised wherever the main thread happens to be (measured under
+    # load: while the executor was still being set up) skipped the save and hung the exit.
+    interrupted = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: interrupted.set())
     init_or_refuse(args, "distill", signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     code = 0
     try:
         node = DistillNode()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        try:
-            while not node.done.is_set():
-                executor.spin_once(timeout_sec=0.1)
-        except KeyboardInterrupt:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the save short
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        while not node.done.is_set() and not interrupted.is_set():
+            executor.spin_once(timeout_sec=0.1)
+        if not node.done.is_set():
             node.get_logger().info("interrupted: saving a checkpoint, run again to resume")
-            node.stop()
+            node.stop()  # a second Ctrl-C only sets the flag again: the save is never cut short
             code = 130
         executor.spin_once(timeout_sec=0.1)  # flush the last progress message
         code = code or node.exit_code
     except (ConfigError, DistillError, StartupError) as exc:
         print_refusal("distill", exc)
         code = 2
-    except KeyboardInterrupt:  # during start-up: nothing to save
-        code = 130
     finally:
         if node is not None:
             node.destroy_node()
