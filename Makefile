@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 PY ?= python3
 ROS_DISTRO ?= kilted
+# make demo / make bench: the benchmark task (config/teacher_<task>.yaml, config/distill_<task>.yaml)
+TASK ?= avoiding
 ifeq ($(filter kilted jazzy,$(ROS_DISTRO)),)
 $(error ROS_DISTRO=$(ROS_DISTRO) is not supported: use kilted or jazzy (docs/install.md))
 endif
@@ -45,14 +47,20 @@ test: setup lint
 	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m pytest -q test
 
 demo: setup
-	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),fast=true,)
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),fast=true,) task=$(TASK)
 
-# Needs the outputs of `make demo` (teacher, VDD policy); fits the EM baseline into runs/bench if missing.
+# Needs the outputs of `make demo [TASK=...]` (teacher, VDD policy); fits the EM baseline into runs/bench[_TASK]
+# if missing. The controller benchmark (bench_loop) is task-independent and runs with the default task only.
 # Writes under runs/ only; `make bench-docs` also rewrites the bench sections of docs/results.md and docs/img/.
-BENCH_ARGS = teacher=runs/demo/teacher_ddpm vdd=runs/demo/distill_vdd dataset=runs/demo/demos.safetensors
+TASK_SUFFIX := $(if $(filter avoiding,$(TASK)),,_$(TASK))
+DEMO_ROOT := runs/demo$(TASK_SUFFIX)
+BENCH_ARGS = teacher=$(DEMO_ROOT)/teacher_ddpm vdd=$(DEMO_ROOT)/distill_vdd dataset=$(DEMO_ROOT)/demos.safetensors \
+	distill=config/distill_$(TASK).yaml output=runs/bench$(TASK_SUFFIX)
 bench: setup
+ifeq ($(TASK),avoiding)
 	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop realtime_priority=50 $(DOCS)
 	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.bench_loop realtime_priority=50 sync=true $(DOCS)
+endif
 	$(ENV) && $(VPY) -m vdd_ros.cli.bench $(BENCH_ARGS) $(DOCS)
 
 bench-docs:

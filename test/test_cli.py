@@ -80,6 +80,7 @@ def test_help_lists_every_setting_quickly(tool: str, tmp_path: pathlib.Path) -> 
         (["bench", "teacher=missing"], "teacher missing is not a directory"),
         (["bench_loop", "swaps=0"], "swaps must be > 0"),
         (["demo", "fast=maybe"], "expected true/false"),
+        (["demo", "task=nope"], "unknown task 'nope'; known tasks: avoiding, pushing"),
     ],
 )
 def test_bad_setting_is_one_line_exit_2_and_no_folder(args: list[str], message: str, tmp_path: pathlib.Path) -> None:

@@ -1,7 +1,9 @@
-"""Teacher vs EM-MoE vs VDD on Avoiding, in one run on one machine: quality and batch-1 latency.
+"""Teacher vs EM-MoE vs VDD on the teacher's task, in one run on one machine: quality and batch-1 latency.
 
 Quality: success rate and behaviour entropy over ``episodes`` rollouts (seed 0) for the teacher
-at its default step count and at 1 step, the EM (maximum-likelihood) MoE and the VDD MoE.
+at its default step count and at 1 step, the EM (maximum-likelihood) MoE and the VDD MoE; for
+a task with state-dependent mode preferences (Pushing) also the per-context mode proportions
+against the demonstrator's (a bar chart and the mean total-variation distance).
 Latency: one action for one observation window, p50/p99 over many calls, in onnxruntime CPU
 (1 thread; the teacher's whole k-step sampler unrolled into one graph, so the speed-up is like
 for like, all called through a BoundSession as the controller calls its policy) and in PyTorch
@@ -201,7 +203,7 @@ def plot(report: dict, path: pathlib.Path) -> None:
     x = np.arange(len(rows))
     ax1.bar(x - 0.2, [r["success_rate"] for r in rows], 0.4, label="success")
     ax1.bar(x + 0.2, [r["entropy"] for r in rows], 0.4, label="entropy")
-    ax1.set(xticks=x, ylim=(0, 1.05), title="Avoiding, 480 rollouts")
+    ax1.set(xticks=x, ylim=(0, 1.05), title=f"{report['task']}, {report['episodes']} rollouts")
     ax1.set_xticklabels(names, rotation=20, ha="right")
     ax1.legend()
     for k, (key, label) in enumerate((("onnxruntime", "onnxruntime"), ("torch", "PyTorch"))):
@@ -210,6 +212,56 @@ def plot(report: dict, path: pathlib.Path) -> None:
     ax2.set(xticks=x, yscale="log", ylabel="batch-1 latency p50 [ms]", title="one action, CPU, 1 thread")
     ax2.set_xticklabels(names, rotation=20, ha="right")
     ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _mean_proportions(row: dict) -> np.ndarray:
+    """A policy's mode proportions averaged over the contexts it solved at least once (zeros if none)."""
+    got = np.asarray(row["context_mode_proportions"])
+    solved = got.sum(axis=1) > 0
+    return got[solved].mean(axis=0) if solved.any() else np.zeros(got.shape[1])
+
+
+def modes_markdown(report: dict, path: pathlib.Path) -> str:
+    rows = report["rows"]
+    lines = [
+        "Mode proportions per context against the demonstrator's (its probabilities at each start): "
+        "`preference_gap` is their total-variation distance averaged over the contexts a policy solved; "
+        "`context_entropy` is D3IL's per-context entropy (unsolved contexts count 0).",
+        "",
+        "| policy | contexts solved | context entropy | preference gap |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        solved = int((np.asarray(r["context_mode_proportions"]).sum(axis=1) > 0).sum())
+        gap = "n/a" if r.get("preference_gap") is None else f"{r['preference_gap']:.3f}"
+        lines.append(f"| {r['name']} | {solved}/{r['contexts']} | {r['context_entropy']:.3f} | {gap} |")
+    lines += ["", f"Plot: `{path}`."]
+    return "\n".join(lines)
+
+
+def plot_mode_proportions(report: dict, path: pathlib.Path) -> None:
+    """Bars per mode: the demonstrator's probabilities and each policy's proportions, averaged over contexts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vdd_ros.tasks.registry import get_task
+
+    rows = report["rows"]
+    names = get_task(report["task"]).mode_names
+    series = [("demonstrator", np.asarray(rows[0]["expert_mode_probabilities"]).mean(axis=0))]
+    series += [(r["name"], _mean_proportions(r)) for r in rows]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    x, width = np.arange(len(names)), 0.8 / len(series)
+    for k, (label, values) in enumerate(series):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=label)
+    ax.set(xticks=x, ylabel="share of successful rollouts", title=f"{report['task']}: modes, mean over contexts")
+    ax.set_xticklabels(names, rotation=15, ha="right")
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -233,7 +285,7 @@ def _fit_em(cfg: BenchConfig) -> None:
     run_distillation(load_config(DistillJobConfig, cfg.distill, overrides), on_progress=printer("  "))
 
 
-def _update_docs(cfg: BenchConfig, tables: dict[str, str], plots: list[pathlib.Path]) -> None:
+def _update_docs(cfg: BenchConfig, task: str, tables: dict[str, str], plots: list[pathlib.Path]) -> None:
     """Copy the plots into <docs>/img and rewrite the marked bench sections of results.md to point there."""
     from vdd_ros.util.report import update_results
 
@@ -241,10 +293,12 @@ def _update_docs(cfg: BenchConfig, tables: dict[str, str], plots: list[pathlib.P
     img.mkdir(exist_ok=True)
     for plot_path in plots:
         shutil.copyfile(plot_path, img / plot_path.name)
-    headings = {"bench": "Teacher vs EM-MoE vs VDD (bench)", "bench_layouts": "Student layouts (bench)"}
+    # Avoiding keeps the original section names; another task gets its own sections beside them
+    suffix, on = ("", "") if task == "avoiding" else (f"_{task}", f" on {task.capitalize()}")
+    headings = {"bench": f"Teacher vs EM-MoE vs VDD{on} (bench)", "bench_layouts": f"Student layouts{on} (bench)"}
     for key, table in tables.items():
         table = table.replace(str(pathlib.Path(cfg.output)), str(img))
-        update_results(pathlib.Path(cfg.docs, "results.md"), table, key, headings[key])
+        update_results(pathlib.Path(cfg.docs, "results.md"), table, key + suffix, headings[key])
     print(f"bench: updated {cfg.docs}/results.md and {img}/")
 
 
@@ -286,6 +340,7 @@ def run(cfg: BenchConfig) -> int:
         print(f"  success {result.success_rate:.3f} entropy {result.entropy:.3f} latency {json.dumps(lat)}", flush=True)
     report = {
         "machine": machine_name(),
+        "task": teacher.meta.task,
         "episodes": cfg.episodes,
         "rows": rows,
         "plot": str(out / "bench.png"),
@@ -294,6 +349,10 @@ def run(cfg: BenchConfig) -> int:
     plot(report, out / "bench.png")
     plots = [out / "bench.png"]
     tables = {"bench": markdown(report)}
+    if all(r.get("expert_mode_probabilities") for r in rows):
+        plots.append(out / "mode_proportions.png")
+        plot_mode_proportions(report, plots[-1])
+        tables["bench"] += "\n\n" + modes_markdown(report, plots[-1])
     teacher_ort = rows[0]["latency"]["onnxruntime"]
     if isinstance(teacher_ort, dict):
         print("bench: student layouts (onnxruntime graph time) ...", flush=True)
@@ -306,7 +365,7 @@ def run(cfg: BenchConfig) -> int:
     print("\n\n".join(tables.values()))
     print(f"bench: wrote {out}/bench.json, bench.md and plots")
     if cfg.update_docs:
-        _update_docs(cfg, tables, plots)
+        _update_docs(cfg, report["task"], tables, plots)
     return 0
 
 

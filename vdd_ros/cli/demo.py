@@ -1,10 +1,12 @@
 """The whole product in one command (``make demo``; ``make demo FAST=1`` for a quick look).
 
-demonstrations -> DDPM teacher -> VDD distillation -> ONNX -> controller + avoiding_sim over
+demonstrations -> DDPM teacher -> VDD distillation -> ONNX -> controller + task_sim over
 ROS 2, then one summary: teacher vs VDD quality, inference latency and speed-up, loop
-latency, and the plots written. Every stage resumes or is skipped when its output is
-already complete, so a second run (or a run after Ctrl-C) continues where it stopped.
-Example: demo fast=true
+latency, and the plots written. The task (``make demo TASK=pushing``; Avoiding by default)
+picks ``config/teacher_<task>.yaml`` and ``config/distill_<task>.yaml``. Every stage resumes
+or is skipped when its output is already complete, so a second run (or a run after Ctrl-C)
+continues where it stopped.
+Example: demo task=pushing fast=true
 """
 
 from __future__ import annotations
@@ -15,14 +17,18 @@ import pathlib
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vdd_ros.cli.common import EXIT_INTERRUPTED, ToolError, require_file, run_tool
-from vdd_ros.util.config import knob
+from vdd_ros.util.config import ConfigError, knob
 
-TEACHER_CONFIG = "config/teacher_avoiding.yaml"
-DISTILL_CONFIG = "config/distill_avoiding.yaml"
+if TYPE_CHECKING:
+    from vdd_ros.tasks.rollout import RolloutResult
+
+DEFAULT_TASK = "avoiding"
+_CONTEXT_FIGURES = ("context_entropy", "preference_gap")  # Pushing's per-context mode figures
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,31 +37,45 @@ class DemoPlan:
 
     root: str
     demos: int
-    teacher_iterations: int
-    distill_iterations: int | None  # None: the default distillation config, unchanged
+    teacher_iterations: int | None  # None: the task's teacher config, unchanged
+    distill_iterations: int | None  # None: the task's distillation config, unchanged
     eval_episodes: int
     ros_episodes: int
 
 
-FULL = DemoPlan("runs/demo", 1200, 8000, None, 480, 24)
+FULL = DemoPlan("runs/demo", 1200, None, None, 480, 48)
 FAST = DemoPlan("runs/demo_fast", 1200, 3000, 1000, 96, 6)
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    """Which budget, and where everything goes."""
+    """Which task and budget, and where everything goes."""
 
+    task: str = knob(DEFAULT_TASK, "registered task: config/teacher_<task>.yaml and config/distill_<task>.yaml")
     fast: bool = knob(False, "small budgets (3000 teacher and 1000 distillation iterations): a quick look")
-    output: str = knob("", "output directory ('': runs/demo, or runs/demo_fast with fast=true)")
+    output: str = knob("", "output directory ('': runs/demo[_fast], with _<task> for a task other than avoiding)")
+
+    @property
+    def teacher_config(self) -> str:
+        return f"config/teacher_{self.task}.yaml"
+
+    @property
+    def distill_config(self) -> str:
+        return f"config/distill_{self.task}.yaml"
 
     def check(self) -> None:
-        require_file(TEACHER_CONFIG, "teacher settings")
-        require_file(DISTILL_CONFIG, "distillation settings")
+        from vdd_ros.tasks.registry import task_names
+
+        if self.task not in task_names():
+            raise ConfigError(f"unknown task {self.task!r}; known tasks: {', '.join(task_names())}")
+        require_file(self.teacher_config, f"{self.task} teacher settings")
+        require_file(self.distill_config, f"{self.task} distillation settings")
 
     @property
     def plan(self) -> DemoPlan:
         plan = FAST if self.fast else FULL
-        return dataclasses.replace(plan, root=self.output) if self.output else plan
+        root = self.output or (plan.root if self.task == DEFAULT_TASK else f"{plan.root}_{self.task}")
+        return dataclasses.replace(plan, root=root)
 
 
 def _stage(n: int, text: str) -> float:
@@ -107,6 +127,7 @@ def run(cfg: DemoConfig) -> int:
     from vdd_ros.pipeline.latency import teacher_onnx_latency, teacher_torch_call
     from vdd_ros.runtime.latency import latency_samples_ms
     from vdd_ros.runtime.onnx_policy import NoiseSource, load_policy
+    from vdd_ros.tasks.registry import get_task
     from vdd_ros.teacher.config import TeacherTrainConfig
     from vdd_ros.teacher.train import load_train_data, train_teacher
     from vdd_ros.util.config import load_config
@@ -125,19 +146,22 @@ def run(cfg: DemoConfig) -> int:
         flush=True,
     )
 
-    t = _stage(1, f"scripted multi-modal demonstrations ({plan.demos} episodes, 24 paths)")
+    task = get_task(cfg.task)
+    t = _stage(1, f"scripted multi-modal {task.name} demonstrations ({plan.demos} episodes, {task.num_modes} modes)")
     demos = root / "demos.safetensors"
     if not demos.exists():
-        collect_demos(CollectConfig(episodes=plan.demos, output=str(demos)), log=lambda line: print(f"    {line}"))
+        collect = CollectConfig(
+            task=task.name, episodes=plan.demos, output=str(demos), mode_distribution=task.demo_mode_distribution
+        )
+        collect_demos(collect, log=lambda line: print(f"    {line}"))
     print(f"    {demos} ({time.monotonic() - t:.0f} s)")
 
-    t = _stage(2, f"DDPM diffusion teacher ({plan.teacher_iterations} iterations)")
     teacher_dir = root / "teacher_ddpm"
-    tcfg = load_config(
-        TeacherTrainConfig,
-        TEACHER_CONFIG,
-        {"dataset": str(demos), "output": str(teacher_dir), "iterations": plan.teacher_iterations},
-    )
+    overrides = {"dataset": str(demos), "output": str(teacher_dir)}
+    if plan.teacher_iterations is not None:
+        overrides["iterations"] = plan.teacher_iterations
+    tcfg = load_config(TeacherTrainConfig, cfg.teacher_config, overrides)
+    t = _stage(2, f"{tcfg.family.upper()} diffusion teacher ({tcfg.iterations} iterations)")
     step = _teacher_step(teacher_dir)
     if step < tcfg.iterations:
         data = load_train_data(tcfg)
@@ -159,8 +183,10 @@ def run(cfg: DemoConfig) -> int:
     if plan.distill_iterations is not None:
         every = max(plan.distill_iterations // 4, 1)
         overrides.update({"train.iterations": plan.distill_iterations, "eval.every": every})
-    dcfg = load_config(DistillJobConfig, DISTILL_CONFIG, overrides)
-    t = _stage(3, f"VDD distillation into 8 experts ({dcfg.train.iterations} iterations) and ONNX export")
+    dcfg = load_config(DistillJobConfig, cfg.distill_config, overrides)
+    t = _stage(
+        3, f"VDD distillation into {dcfg.moe.num_experts} experts ({dcfg.train.iterations} iterations) and ONNX export"
+    )
     summary_file = root / "distill_vdd" / "summary.json"
     done = summary_file.exists() and json.loads(summary_file.read_text()).get("status") == "done"
     summary = json.loads(summary_file.read_text()) if done else run_distillation(dcfg, printer("    "))
@@ -170,14 +196,13 @@ def run(cfg: DemoConfig) -> int:
     policy_path = summary["policy"]
     print(f"    {policy_path} sha256 {summary['sha256'][:12]} ({time.monotonic() - t:.0f} s)")
 
-    t = _stage(4, f"teacher vs VDD on Avoiding ({plan.eval_episodes} rollouts each)")
+    t = _stage(4, f"teacher vs VDD on {task.name} ({plan.eval_episodes} rollouts each)")
     plots = {
         "teacher trajectories": root / "trajectories_teacher.png",
         "VDD trajectories": root / "trajectories_vdd.png",
         "latency histogram": root / "latency_histogram.png",
     }
     teacher = open_policy(teacher=str(teacher_dir))
-    task = teacher.meta.task
     t_res = evaluate_policy(
         teacher, task, plan.eval_episodes, 0, plots["teacher trajectories"], "DDPM teacher", printer("    ")
     )
@@ -203,7 +228,7 @@ def run(cfg: DemoConfig) -> int:
     from vdd_ros.harness.loop_eval import run_ros_loop
 
     loop = run_ros_loop(
-        policy_path, episodes=plan.ros_episodes, log_dir=str(root), on_progress=printer("    ")
+        policy_path, task, episodes=plan.ros_episodes, log_dir=str(root), on_progress=printer("    ")
     ).to_json_dict()
     _histogram(teacher_ms, moe_ms, loop, plots["latency histogram"], steps)
     print(f"    ({time.monotonic() - t:.0f} s)")
@@ -212,8 +237,9 @@ def run(cfg: DemoConfig) -> int:
     same_runtime = teacher_ort["p50_ms"] / moe_p50 if isinstance(teacher_ort, dict) else None
     report = {
         "machine": machine_name(),
-        "teacher": {"success_rate": t_res.success_rate, "entropy": t_res.entropy, "steps": steps},
-        "vdd": {"success_rate": s_res.success_rate, "entropy": s_res.entropy},
+        "task": task.name,
+        "teacher": {**_quality(t_res), "steps": steps},
+        "vdd": _quality(s_res),
         "episodes": plan.eval_episodes,
         "latency_ms": {
             "teacher_p50": float(np.median(teacher_ms)),
@@ -234,6 +260,12 @@ def run(cfg: DemoConfig) -> int:
     return 0
 
 
+def _quality(result: RolloutResult) -> dict:
+    """Success and entropy, plus the per-context mode figures of a task with state-dependent modes."""
+    per_context = {k: result.extras[k] for k in _CONTEXT_FIGURES if result.extras.get(k) is not None}
+    return {"success_rate": result.success_rate, "entropy": result.entropy, **per_context}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run_tool("demo", __doc__, DemoConfig, run, argv)
 
@@ -243,9 +275,12 @@ def _print_summary(r: dict) -> None:
     print("\n" + "=" * 72)
     print(f"vdd_ros demo summary ({r['machine']}, {r['total_seconds']:.0f} s)")
     print("=" * 72)
-    print(f"{'':24}{'success':>10}{'entropy':>10}   ({r['episodes']} rollouts, seed 0)")
-    print(f"{'DDPM teacher':24}{r['teacher']['success_rate']:>10.3f}{r['teacher']['entropy']:>10.3f}")
-    print(f"{'VDD MoE (ONNX)':24}{r['vdd']['success_rate']:>10.3f}{r['vdd']['entropy']:>10.3f}")
+    extra = [k for k in _CONTEXT_FIGURES if k in r["vdd"] and k in r["teacher"]]
+    head = "".join(f"{k.replace('_', ' '):>18}" for k in extra)
+    print(f"{'':24}{'success':>10}{'entropy':>10}{head}   ({r['task']}, {r['episodes']} rollouts, seed 0)")
+    for name, key in (("DDPM teacher", "teacher"), ("VDD MoE (ONNX)", "vdd")):
+        row = "".join(f"{r[key][k]:>18.3f}" for k in extra)
+        print(f"{name:24}{r[key]['success_rate']:>10.3f}{r[key]['entropy']:>10.3f}{row}")
     steps, t_ort, same = r["teacher"]["steps"], lat["teacher_onnxruntime"], lat["speedup_same_runtime_p50"]
     print(f"inference, batch 1:  VDD one ONNX run p50 {lat['vdd_p50']:.3f} ms (p99 {lat['vdd_p99']:.3f})")
     if same is not None:

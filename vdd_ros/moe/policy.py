@@ -29,6 +29,7 @@ from vdd_ros.data.shape import PolicyShape
 from vdd_ros.moe.config import Activation, MoEConfig
 from vdd_ros.util.config import from_dict
 from vdd_ros.util.files import atomic_replace_dir
+from vdd_ros.util.window_deltas import step_scale
 
 # Mish is the paper's; SiLU is the same smooth, non-monotone shape but exports as a Sigmoid
 # and a Mul, cheaper in onnxruntime than Mish's Softplus + Tanh + Mul.
@@ -139,15 +140,12 @@ class GaussianMoE(nn.Module):
     def fit_delta_scale(self, obs: torch.Tensor) -> None:
         """Scale successive differences of training windows (N, T, obs_dim) to unit std.
 
-        Observations are z-scored over the whole workspace, so one control step moves a
-        position by ~0.01: unscaled, the trunk barely sees the direction of motion, which
-        is what lets an expert choice persist from one step to the next. The features are
+        Unscaled (``vdd_ros.util.window_deltas``), the trunk barely sees the direction of motion,
+        which is what lets an expert choice persist from one step to the next. The features are
         tanh(gain * d / std(d)): direction without magnitude, so the net cannot simply
         copy the previous action out of the desired-position differences.
         """
-        if obs.shape[1] > 1:
-            std = (obs[:, 1:] - obs[:, :-1]).reshape(-1, obs.shape[-1]).std(0)
-            self.delta_scale.copy_(1.0 / std.clamp_min(1e-6))
+        self.delta_scale.copy_(step_scale(obs))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
         """Trunk features (B, hidden) of normalised observation windows (B, T, obs_dim)."""

@@ -79,6 +79,7 @@ class Task(abc.ABC):
     action_low: np.ndarray  # (act_dim,) the environment's action box: teacher clip, controller clamp
     action_high: np.ndarray
     expert_config_type: type | None = None  # dataclass of the scripted expert's knobs (YAML section "expert")
+    demo_mode_distribution: str = "uniform"  # the ``mode_distributions`` entry ``make demo`` demonstrates
 
     @property
     def obs_dim(self) -> int:

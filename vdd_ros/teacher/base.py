@@ -120,6 +120,9 @@ class TrainableTeacher(Teacher):
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Denoising training loss on a batch (scalar)."""
 
+    def fit_inputs(self, obs: torch.Tensor) -> None:
+        """Fit input statistics kept in the weights (none by default) on all normalised training windows."""
+
 
 class NetworkTeacher(TrainableTeacher):
     """A teacher whose denoiser is built by ``vdd_ros.teacher.network.build_denoiser`` (MLP or temporal U-Net)."""
@@ -140,6 +143,9 @@ class NetworkTeacher(TrainableTeacher):
         self.network_config = network or NetworkConfig()
         self.config = config or self.config_type()
         self.net = build_denoiser(obs_dim, act_dim, obs_window, act_chunk, self.network_config)
+
+    def fit_inputs(self, obs: torch.Tensor) -> None:
+        self.net.window.fit(obs)
 
     @property
     def default_sample_steps(self) -> int:

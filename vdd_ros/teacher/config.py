@@ -38,6 +38,11 @@ class NetworkConfig:
     )
     unet_kernel: int = knob(5, "unet1d: temporal kernel size of every convolution (odd)")
     unet_groups: int = knob(8, "unet1d: GroupNorm groups (must divide every entry of unet_channels)")
+    obs_deltas: bool = knob(
+        False,
+        "also feed the window's successive differences scaled to unit std (a buffer fitted on the training "
+        "windows): the motion of z-scored positions is otherwise too small for the net to resolve (T >= 2)",
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in ("mlp", "unet1d"):

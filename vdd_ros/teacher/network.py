@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vdd_ros.teacher.config import NetworkConfig
+from vdd_ros.util.window_deltas import step_scale
 
 
 class NoiseEmbedding(nn.Module):
@@ -47,6 +48,28 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+class WindowFeatures(nn.Module):
+    """The flattened observation window, with its scaled successive differences when ``deltas``."""
+
+    def __init__(self, obs_dim: int, obs_window: int, deltas: bool) -> None:
+        super().__init__()
+        self.deltas = deltas and obs_window > 1
+        self.size = (2 * obs_window - 1 if self.deltas else obs_window) * obs_dim
+        if self.deltas:  # only then: checkpoints of nets without it keep their exact state dict
+            self.register_buffer("delta_scale", torch.ones(obs_dim))
+
+    def fit(self, obs: torch.Tensor) -> None:
+        """Fit the difference scale on normalised training windows (N, T, obs_dim)."""
+        if self.deltas:
+            self.delta_scale.copy_(step_scale(obs))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        b = obs.shape[0]
+        if not self.deltas:
+            return obs.reshape(b, -1)
+        return torch.cat([obs.reshape(b, -1), ((obs[:, 1:] - obs[:, :-1]) * self.delta_scale).reshape(b, -1)], -1)
+
+
 class DenoiserMLP(nn.Module):
     """f(noisy actions (B,H,A), obs window (B,T,O), condition (B,)) -> (B,H,A)."""
 
@@ -55,14 +78,15 @@ class DenoiserMLP(nn.Module):
         self.act_shape = (act_chunk, act_dim)
         self.embed = NoiseEmbedding(cfg.emb_dim)
         self.cond_mlp = nn.Sequential(nn.Linear(cfg.emb_dim, cfg.width), nn.Mish(), nn.Linear(cfg.width, cfg.width))
-        self.inp = nn.Linear(obs_window * obs_dim + act_chunk * act_dim, cfg.width)
+        self.window = WindowFeatures(obs_dim, obs_window, cfg.obs_deltas)
+        self.inp = nn.Linear(self.window.size + act_chunk * act_dim, cfg.width)
         self.blocks = nn.ModuleList(ResidualBlock(cfg.width, cfg.layer_norm) for _ in range(cfg.blocks))
         self.out = nn.Sequential(nn.LayerNorm(cfg.width) if cfg.layer_norm else nn.Identity(), nn.Mish())
         self.head = nn.Linear(cfg.width, act_chunk * act_dim)
 
     def forward(self, noisy: torch.Tensor, obs: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b = noisy.shape[0]
-        x = self.inp(torch.cat([obs.reshape(b, -1), noisy.reshape(b, -1)], dim=-1))
+        x = self.inp(torch.cat([self.window(obs), noisy.reshape(b, -1)], dim=-1))
         c = self.cond_mlp(self.embed(cond))
         for block in self.blocks:
             x = block(x + c)
@@ -85,4 +109,5 @@ def build_denoiser(obs_dim: int, act_dim: int, obs_window: int, act_chunk: int, 
         groups=cfg.unet_groups,
         emb_dim=cfg.emb_dim,
         cond_width=cfg.width,
+        obs_deltas=cfg.obs_deltas,
     )

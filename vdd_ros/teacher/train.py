@@ -134,9 +134,10 @@ def _stop_on_signals() -> Iterator[list[int]]:
 class _Run:
     """The live objects of one training run and their conversion to and from a checkpoint."""
 
-    def __init__(self, cfg: TeacherTrainConfig, data: TrainData, device: torch.device) -> None:
+    def __init__(self, cfg: TeacherTrainConfig, data: TrainData, obs: torch.Tensor, device: torch.device) -> None:
         self.device = device
         self.teacher = new_teacher(cfg, data).to(device)
+        self.teacher.fit_inputs(obs)
         self.ema = copy.deepcopy(self.teacher).requires_grad_(False)
         self.opt = torch.optim.AdamW(self.teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
@@ -200,7 +201,8 @@ def train_teacher(
     device = resolve_device(cfg.device)
     threads = TorchThreads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
-    run = _Run(cfg, data, device)
+    obs = torch.from_numpy(data.obs_norm.normalize(data.obs)).to(device)
+    run = _Run(cfg, data, obs, device)
     teacher, ema, opt = run.teacher, run.ema, run.opt
     store = state_store(output)
     step, elapsed, best = 0, 0.0, None
@@ -209,7 +211,6 @@ def train_teacher(
         checkpoint = _resume(run, store, on_progress)
         extra = checkpoint.fields["extra"]
         step, elapsed, best = checkpoint.iteration, float(extra.get("seconds", 0.0)), extra.get("best")
-    obs = torch.from_numpy(data.obs_norm.normalize(data.obs)).to(device)
     act = torch.from_numpy(data.act_norm.normalize(data.actions)).to(device)
     end = cfg.iterations if stop_after is None else min(cfg.iterations, step + stop_after)
     loss_avg, start = float("nan"), time.monotonic() - elapsed

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vdd_ros.teacher.network import NoiseEmbedding
+from vdd_ros.teacher.network import NoiseEmbedding, WindowFeatures
 
 
 class ConvNormAct(nn.Sequential):
@@ -53,7 +53,8 @@ class TemporalUNet(nn.Module):
 
     ``channels``: width per level (len(channels) - 1 halvings of the time axis); ``kernel_size``:
     odd temporal kernel; ``groups``: GroupNorm groups, dividing every width; ``emb_dim``: noise
-    features; ``cond_width``: width of the conditioning MLP that feeds every block's FiLM.
+    features; ``cond_width``: width of the conditioning MLP that feeds every block's FiLM;
+    ``obs_deltas``: also condition on the window's scaled successive differences (``WindowFeatures``).
     """
 
     def __init__(
@@ -67,14 +68,16 @@ class TemporalUNet(nn.Module):
         groups: int = 8,
         emb_dim: int = 32,
         cond_width: int = 256,
+        obs_deltas: bool = False,
     ) -> None:
         super().__init__()
         channels = tuple(channels)
         self.act_shape = (act_chunk, act_dim)
         self.multiple = 2 ** (len(channels) - 1)  # the padded length must survive every halving
         self.embed = NoiseEmbedding(emb_dim)
+        self.window = WindowFeatures(obs_dim, obs_window, obs_deltas)
         self.cond_mlp = nn.Sequential(
-            nn.Linear(emb_dim + obs_window * obs_dim, cond_width), nn.Mish(), nn.Linear(cond_width, cond_width)
+            nn.Linear(emb_dim + self.window.size, cond_width), nn.Mish(), nn.Linear(cond_width, cond_width)
         )
 
         def block(c_in: int, c_out: int) -> FiLMResidualBlock:
@@ -98,7 +101,7 @@ class TemporalUNet(nn.Module):
     def forward(self, noisy: torch.Tensor, obs: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b = noisy.shape[0]
         horizon = self.act_shape[0]
-        c = self.cond_mlp(torch.cat([self.embed(cond), obs.reshape(b, -1)], dim=-1))
+        c = self.cond_mlp(torch.cat([self.embed(cond), self.window(obs)], dim=-1))
         x = noisy.reshape(b, *self.act_shape).transpose(1, 2)  # (B, A, H): channels over time
         x = F.pad(x, (0, -horizon % self.multiple))
         skips = []

@@ -42,6 +42,7 @@ class PushingTask(Task):
     action_low = np.full(2, -MAX_ACTION)
     action_high = np.full(2, MAX_ACTION)
     expert_config_type = PushingExpertConfig
+    demo_mode_distribution = PREFERRED
 
     def make_env(self, n: int, seed: int = 0, tracking_noise: float = 0.0) -> PushingEnv:
         return PushingEnv(n, seed=seed, tracking_noise=tracking_noise)
