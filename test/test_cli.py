@@ -80,6 +80,7 @@ def test_help_lists_every_setting_quickly(tool: str, tmp_path: pathlib.Path) -> 
         (["bench", "teacher=missing"], "teacher missing is not a directory"),
         (["bench_loop", "swaps=0"], "swaps must be > 0"),
         (["demo", "fast=maybe"], "expected true/false"),
+        (["evaluate", f"policy={REPO / 'policies' / 'avoiding_vdd.onnx'}", "act_exec=2"], "act_exec sets a teacher"),
         (["demo", "task=nope"], "unknown task 'nope'; known tasks: avoiding, pushing"),
     ],
 )

@@ -145,6 +145,19 @@ def test_generated_demos_follow_labels_or_preferences() -> None:
         np.testing.assert_allclose(d.observations[1:, :2] - d.observations[:-1, :2], d.actions[:-1], atol=1e-6)
 
 
+def test_execution_noise_moves_the_pusher_but_records_the_experts_own_action() -> None:
+    """DART: the executed step is perturbed, the recorded one is what the expert chose (and it corrects)."""
+    from vdd_ros.tasks.pushing.expert import PushingExpertConfig
+
+    config = PushingExpertConfig(execution_noise=0.002)
+    demos = PUSHING.generate_demos(np.array([NO_MODE, NO_MODE]), np.random.default_rng(0), config)
+    for d in demos:
+        moved = d.observations[1:, :2] - d.observations[:-1, :2]
+        off = np.abs(moved - d.actions[:-1]).max(axis=1)
+        assert np.median(off) > 5e-4  # the executed steps were perturbed ...
+        assert np.all(np.abs(d.actions) <= MAX_ACTION + 1e-7)  # ... the recorded ones stay the expert's
+
+
 def test_collect_demos_writes_a_pushing_dataset(tmp_path, capsys) -> None:
     from vdd_ros.cli.collect_demos import main
     from vdd_ros.data.dataset import load_dataset

@@ -32,6 +32,7 @@ class EvaluateConfig:
     teacher: str = knob("", "teacher checkpoint directory or teacher .yaml to evaluate (give this or policy)")
     steps: int = knob(0, "teacher denoising steps (0: the teacher's own)")
     sampler: str = knob("", "teacher sampler ('': the teacher's own)")
+    act_exec: int = knob(0, "teacher: actions of each sampled chunk executed before the next (0: half the chunk)")
     mode: Literal["mean", "sample", "greedy"] = knob("mean", "MoE sampling mode of an ONNX policy")
     task: str = knob("", "task to roll out on ('': the task the policy or teacher was trained on)")
     episodes: int = knob(480, "number of rollouts")
@@ -53,8 +54,10 @@ class EvaluateConfig:
         if self.task and self.task not in task_names():
             raise ConfigError(f"unknown task {self.task!r}; known tasks: {', '.join(task_names())}")
         require_positive({"episodes": self.episodes, "rate": self.rate})
-        if self.steps < 0:
-            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.steps < 0 or self.act_exec < 0:
+            raise ConfigError(f"steps and act_exec must be >= 0, got {self.steps} and {self.act_exec}")
+        if self.policy and self.act_exec:
+            raise ConfigError("act_exec sets a teacher's execution; a policy executes its contract's act_exec")
 
     @property
     def source(self) -> pathlib.Path:
@@ -77,8 +80,8 @@ def _open(cfg: EvaluateConfig) -> Policy:
     from vdd_ros.teacher.checkpoint import TeacherCheckpointError
 
     try:
-        return open_policy(cfg.policy, cfg.teacher, cfg.mode, cfg.seed, cfg.steps, cfg.sampler)
-    except (ContractError, TeacherCheckpointError) as exc:
+        return open_policy(cfg.policy, cfg.teacher, cfg.mode, cfg.seed, cfg.steps, cfg.sampler, cfg.act_exec)
+    except (ContractError, TeacherCheckpointError, ValueError) as exc:
         raise ToolError(str(exc)) from exc
 
 

@@ -21,16 +21,25 @@ from vdd_ros.util.progress import OnProgress, ignore
 
 
 def open_policy(
-    policy: str = "", teacher: str = "", mode: str = "mean", seed: int = 0, steps: int = 0, sampler: str = ""
+    policy: str = "",
+    teacher: str = "",
+    mode: str = "mean",
+    seed: int = 0,
+    steps: int = 0,
+    sampler: str = "",
+    act_exec: int = 0,
 ) -> Policy:
-    """An exported ONNX policy (``policy``, sampled in ``mode``) or a teacher (checkpoint folder or .yaml)."""
+    """An exported ONNX policy (``policy``, sampled in ``mode``) or a teacher (checkpoint folder or .yaml).
+
+    A teacher executes ``act_exec`` actions of each sampled chunk (0: half the chunk); a policy, its contract's.
+    """
     if policy:
         from vdd_ros.runtime.onnx_policy import OnnxPolicy
 
         return OnnxPolicy(policy, mode=mode, seed=seed)
     net, meta = load_teacher(teacher, sampler=sampler or None)
     bounds = get_task(meta.task).action_bounds if meta.task in task_names() else None
-    return TeacherPolicy(net, meta, steps=steps or None, action_bounds=bounds)
+    return TeacherPolicy(net, meta, steps=steps or None, action_bounds=bounds, act_exec=act_exec or None)
 
 
 def trained_task(policy: Policy) -> str:

@@ -56,6 +56,11 @@ class PushingExpertConfig:
     velocity_noise: float = knob(0.01, "std of the smooth (0.3 s correlated) velocity noise [m/s]")
     place_tolerance: float = knob(0.025, "a push ends when the block is this close to the zone centre [m]")
     max_steps: int = knob(MAX_STEPS - 40, "longest accepted demo; keeps demos inside the episode limit")
+    execution_noise: float = knob(
+        0.0,
+        "std of white noise added to each executed step of a demo but not recorded (DART, Laskey et al. 2017): "
+        "demos then visit, and correct, states a learned policy drifts into [m]",
+    )
 
 
 def mode_probabilities(pusher_xy: np.ndarray, blocks_xy: np.ndarray) -> np.ndarray:
@@ -263,6 +268,8 @@ def generate_demos(
             action = policy.act(obs)
             obs_log.append(obs)
             act_log.append(action)
+            if config.execution_noise > 0:  # only then: the default draws the same demos as before the knob
+                action = action + (config.execution_noise * rng.normal(size=action.shape)).astype(np.float32)
             res = env.step(action)
             obs = res.obs
             if res.done.all():
