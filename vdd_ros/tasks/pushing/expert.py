@@ -57,7 +57,7 @@ class PushingExpertConfig:
     place_tolerance: float = knob(0.025, "a push ends when the block is this close to the zone centre [m]")
     max_steps: int = knob(MAX_STEPS - 40, "longest accepted demo; keeps demos inside the episode limit")
     execution_noise: float = knob(
-        0.0,
+        0.002,
         "std of white noise added to each executed step of a demo but not recorded (DART, Laskey et al. 2017): "
         "demos then visit, and correct, states a learned policy drifts into [m]",
     )
@@ -268,7 +268,7 @@ def generate_demos(
             action = policy.act(obs)
             obs_log.append(obs)
             act_log.append(action)
-            if config.execution_noise > 0:  # only then: the default draws the same demos as before the knob
+            if config.execution_noise > 0:  # only then: with 0 the demos are those drawn before the knob existed
                 action = action + (config.execution_noise * rng.normal(size=action.shape)).astype(np.float32)
             res = env.step(action)
             obs = res.obs
