@@ -49,3 +49,26 @@ def test_kl() -> None:
 def test_selection_score() -> None:
     assert selection_score(1.0, 0.5) == pytest.approx(0.9)
     assert selection_score(0.5, 1.0) == pytest.approx(0.6)
+
+
+def test_bench_mode_table_and_chart_compare_each_policy_with_the_demonstrator(tmp_path) -> None:
+    """The bench's Pushing figures: contexts a policy never solved are left out of its proportions."""
+    from vdd_ros.cli.bench import _mean_proportions, modes_markdown, plot_mode_proportions
+
+    expected = [[0.4875, 0.2625, 0.1625, 0.0875], [0.0875, 0.1625, 0.2625, 0.4875]]
+    row = {
+        "name": "VDD-MoE",
+        "contexts": 2,
+        "context_entropy": 0.4,
+        "preference_gap": 0.2,
+        "context_mode_proportions": [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
+        "expert_mode_probabilities": expected,
+    }
+    never = {**row, "name": "teacher", "preference_gap": None, "context_mode_proportions": [[0.0] * 4] * 2}
+    assert _mean_proportions(row).tolist() == [0.5, 0.5, 0.0, 0.0]
+    assert _mean_proportions(never).tolist() == [0.0] * 4
+    report = {"task": "pushing", "rows": [never, row]}
+    table = modes_markdown(report, tmp_path / "modes.png")
+    assert "| VDD-MoE | 1/2 | 0.400 | 0.200 |" in table and "| teacher | 0/2 | 0.400 | n/a |" in table
+    plot_mode_proportions(report, tmp_path / "modes.png")
+    assert (tmp_path / "modes.png").stat().st_size > 1000
