@@ -137,7 +137,11 @@ def test_context_metrics() -> None:
 
 
 def test_generated_demos_follow_labels_or_preferences() -> None:
-    demos = PUSHING.generate_demos(np.array([3, NO_MODE]), np.random.default_rng(0))
+    from vdd_ros.tasks.pushing.expert import PushingExpertConfig
+
+    # without DART execution noise every recorded action is exactly the step the pusher target took
+    exact = PushingExpertConfig(execution_noise=0)
+    demos = PUSHING.generate_demos(np.array([3, NO_MODE]), np.random.default_rng(0), exact)
     assert demos[0].mode == 3 and 0 <= demos[1].mode < 4
     for d in demos:
         assert d.observations.shape == (len(d.actions), 12) and d.actions.shape[1] == 2
