@@ -1,6 +1,6 @@
 """The whole product in one command (``make demo``; ``make demo FAST=1`` for a quick look).
 
-demonstrations -> DDPM teacher -> VDD distillation -> ONNX -> controller + task_sim over
+demonstrations -> diffusion teacher -> VDD distillation -> ONNX -> controller + task_sim over
 ROS 2, then one summary: teacher vs VDD quality, inference latency and speed-up, loop
 latency, and the plots written. The task (``make demo TASK=pushing``; Avoiding by default)
 picks ``config/teacher_<task>.yaml`` and ``config/distill_<task>.yaml``. Every stage resumes
@@ -203,8 +203,9 @@ def run(cfg: DemoConfig) -> int:
         "latency histogram": root / "latency_histogram.png",
     }
     teacher = open_policy(teacher=str(teacher_dir))
+    teacher_name = f"{tcfg.family.upper()} teacher"
     t_res = evaluate_policy(
-        teacher, task, plan.eval_episodes, 0, plots["teacher trajectories"], "DDPM teacher", printer("    ")
+        teacher, task, plan.eval_episodes, 0, plots["teacher trajectories"], teacher_name, printer("    ")
     )
     s_res = evaluate_policy(
         open_policy(policy_path), task, plan.eval_episodes, 0, plots["VDD trajectories"], "VDD MoE", printer("    ")
@@ -238,7 +239,7 @@ def run(cfg: DemoConfig) -> int:
     report = {
         "machine": machine_name(),
         "task": task.name,
-        "teacher": {**_quality(t_res), "steps": steps},
+        "teacher": {**_quality(t_res), "family": tcfg.family, "steps": steps},
         "vdd": _quality(s_res),
         "episodes": plan.eval_episodes,
         "latency_ms": {
@@ -278,7 +279,7 @@ def _print_summary(r: dict) -> None:
     extra = [k for k in _CONTEXT_FIGURES if k in r["vdd"] and k in r["teacher"]]
     head = "".join(f"{k.replace('_', ' '):>18}" for k in extra)
     print(f"{'':24}{'success':>10}{'entropy':>10}{head}   ({r['task']}, {r['episodes']} rollouts, seed 0)")
-    for name, key in (("DDPM teacher", "teacher"), ("VDD MoE (ONNX)", "vdd")):
+    for name, key in ((f"{r['teacher']['family'].upper()} teacher", "teacher"), ("VDD MoE (ONNX)", "vdd")):
         row = "".join(f"{r[key][k]:>18.3f}" for k in extra)
         print(f"{name:24}{r[key]['success_rate']:>10.3f}{r[key]['entropy']:>10.3f}{row}")
     steps, t_ort, same = r["teacher"]["steps"], lat["teacher_onnxruntime"], lat["speedup_same_runtime_p50"]
