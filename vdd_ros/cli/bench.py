@@ -217,10 +217,14 @@ def plot(report: dict, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+def _solved(row: dict) -> np.ndarray:
+    """(contexts,) whether the policy succeeded at least once in each context."""
+    return np.asarray(row["context_mode_proportions"]).sum(axis=1) > 0
+
+
 def _mean_proportions(row: dict) -> np.ndarray:
     """A policy's mode proportions averaged over the contexts it solved at least once (zeros if none)."""
-    got = np.asarray(row["context_mode_proportions"])
-    solved = got.sum(axis=1) > 0
+    got, solved = np.asarray(row["context_mode_proportions"]), _solved(row)
     return got[solved].mean(axis=0) if solved.any() else np.zeros(got.shape[1])
 
 
@@ -235,7 +239,7 @@ def modes_markdown(report: dict, path: pathlib.Path) -> str:
         "|---|---|---|---|",
     ]
     for r in rows:
-        solved = int((np.asarray(r["context_mode_proportions"]).sum(axis=1) > 0).sum())
+        solved = int(_solved(r).sum())
         gap = "n/a" if r.get("preference_gap") is None else f"{r['preference_gap']:.3f}"
         lines.append(f"| {r['name']} | {solved}/{r['contexts']} | {r['context_entropy']:.3f} | {gap} |")
     lines += ["", f"Plot: `{path}`."]

@@ -239,7 +239,7 @@ def run(cfg: DemoConfig) -> int:
     report = {
         "machine": machine_name(),
         "task": task.name,
-        "teacher": {**_quality(t_res), "family": tcfg.family, "steps": steps},
+        "teacher": {**_quality(t_res), "name": teacher_name, "steps": steps},
         "vdd": _quality(s_res),
         "episodes": plan.eval_episodes,
         "latency_ms": {
@@ -279,7 +279,7 @@ def _print_summary(r: dict) -> None:
     extra = [k for k in _CONTEXT_FIGURES if k in r["vdd"] and k in r["teacher"]]
     head = "".join(f"{k.replace('_', ' '):>18}" for k in extra)
     print(f"{'':24}{'success':>10}{'entropy':>10}{head}   ({r['task']}, {r['episodes']} rollouts, seed 0)")
-    for name, key in ((f"{r['teacher']['family'].upper()} teacher", "teacher"), ("VDD MoE (ONNX)", "vdd")):
+    for name, key in ((r["teacher"]["name"], "teacher"), ("VDD MoE (ONNX)", "vdd")):
         row = "".join(f"{r[key][k]:>18.3f}" for k in extra)
         print(f"{name:24}{r[key]['success_rate']:>10.3f}{r[key]['entropy']:>10.3f}{row}")
     steps, t_ort, same = r["teacher"]["steps"], lat["teacher_onnxruntime"], lat["speedup_same_runtime_p50"]
