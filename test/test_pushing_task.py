@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from vdd_ros.tasks.base import NO_MODE
-from vdd_ros.tasks.metrics import context_entropy, context_mode_counts, context_preference_gap
+from vdd_ros.tasks.metrics import (
+    context_entropy,
+    context_mode_counts,
+    context_preference_gap,
+    context_preference_gap_floor,
+)
 from vdd_ros.tasks.pushing.env import BLOCK_XY, MAX_ACTION, PUSHER_START, PushingEnv, yaw_features
 from vdd_ros.tasks.pushing.expert import PushingExpertPolicy, mode_probabilities
 from vdd_ros.tasks.pushing.readout import MODE_NAMES, ZONES, mode_from_blocks
@@ -134,6 +139,24 @@ def test_context_metrics() -> None:
     expected = np.array([[2 / 3, 1 / 3, 0, 0], [0, 0, 0.5, 0.5], [1, 0, 0, 0]])
     assert context_preference_gap(counts, expected) == pytest.approx(0.25)
     assert math.isnan(context_preference_gap(np.zeros((2, 4)), expected[:2]))
+
+
+def test_preference_gap_floor_is_the_sampling_noise_of_an_exact_sampler() -> None:
+    expert = np.array([[0.4875, 0.2625, 0.1625, 0.0875]])  # the expert's probabilities at one start
+    floors = [context_preference_gap_floor(np.array([[n, 0, 0, 0]]), expert) for n in (16, 64, 256)]
+    assert 0.13 < floors[0] < 0.19  # about 1/sqrt(n): 16 successes cannot measure a gap below ~0.16
+    assert floors[0] > floors[1] > floors[2] and floors[1] == pytest.approx(floors[0] / 2, rel=0.15)
+    # the floor depends on the success count per context, not on which modes were taken
+    assert context_preference_gap_floor(np.array([[4, 4, 4, 4]]), expert) == pytest.approx(floors[0])
+    assert math.isnan(context_preference_gap_floor(np.zeros((1, 4)), expert))
+
+
+def test_rollouts_per_context_groups_episodes() -> None:
+    env = PUSHING.make_env(12, seed=3, rollouts_per_context=4)
+    env.reset()
+    contexts = env.context.reshape(12, 6)
+    assert len(np.unique(contexts, axis=0)) == 3
+    assert all((contexts[k * 4 : k * 4 + 4] == contexts[k * 4]).all() for k in range(3))
 
 
 def test_generated_demos_follow_labels_or_preferences() -> None:

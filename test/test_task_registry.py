@@ -58,7 +58,7 @@ class ToyTask(Task):
     action_low = np.array([-0.1])
     action_high = np.array([0.1])
 
-    def make_env(self, n: int, seed: int = 0, tracking_noise: float = 0.0) -> LineEnv:
+    def make_env(self, n: int, seed: int = 0, tracking_noise: float = 0.0, rollouts_per_context: int = 16) -> LineEnv:
         return LineEnv(n)
 
     def plot_trajectories(self, trajectories, modes, path, title: str) -> None:

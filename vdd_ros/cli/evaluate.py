@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 from vdd_ros.cli.common import ToolError, output_dir, require_dir, require_file, require_positive, run_tool
+from vdd_ros.tasks.base import ROLLOUTS_PER_CONTEXT
 from vdd_ros.tasks.registry import task_names
 from vdd_ros.util.config import ConfigError, knob
 
@@ -37,6 +38,9 @@ class EvaluateConfig:
     task: str = knob("", "task to roll out on ('': the task the policy or teacher was trained on)")
     episodes: int = knob(480, "number of rollouts")
     seed: int = knob(0, "rollout seed")
+    rollouts_per_context: int = knob(
+        ROLLOUTS_PER_CONTEXT, "consecutive rollouts sharing an initial state (per-context metrics; in process only)"
+    )
     ros: bool = knob(False, "run the ONNX policy through controller + task_sim processes over DDS")
     rate: float = knob(500.0, "controller rate with ros=true [Hz]")
     output: str = knob("", "output directory ('': runs/eval/<policy or teacher name>)")
@@ -53,7 +57,11 @@ class EvaluateConfig:
                 raise ConfigError("ros=true serves an ONNX policy: give policy=FILE.onnx")
         if self.task and self.task not in task_names():
             raise ConfigError(f"unknown task {self.task!r}; known tasks: {', '.join(task_names())}")
-        require_positive({"episodes": self.episodes, "rate": self.rate})
+        require_positive(
+            {"episodes": self.episodes, "rate": self.rate, "rollouts_per_context": self.rollouts_per_context}
+        )
+        if self.ros and self.rollouts_per_context != ROLLOUTS_PER_CONTEXT:
+            raise ConfigError("rollouts_per_context applies to in-process rollouts; the ROS loop keeps the simulator's")
         if self.steps < 0 or self.act_exec < 0:
             raise ConfigError(f"steps and act_exec must be >= 0, got {self.steps} and {self.act_exec}")
         if self.policy and self.act_exec:
@@ -110,7 +118,15 @@ def run(cfg: EvaluateConfig) -> int:
         report = {"policy": str(cfg.source), "ros_loop": True, **loop.to_json_dict()}
     else:
         plot = report_path.with_suffix(".png")
-        result = evaluate_policy(policy, task, cfg.episodes, cfg.seed, plot=plot, on_progress=printer())
+        result = evaluate_policy(
+            policy,
+            task,
+            cfg.episodes,
+            cfg.seed,
+            plot,
+            on_progress=printer(),
+            rollouts_per_context=cfg.rollouts_per_context,
+        )
         report = {"policy": policy.name, "source": str(cfg.source), **result.to_json_dict(), "plot": str(plot)}
     atomic_write_json(report_path, report, indent=2)
     print(json.dumps({k: v for k, v in report.items() if k != "mode_counts"}, indent=2))

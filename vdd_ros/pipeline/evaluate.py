@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from vdd_ros.tasks.base import Task
+from vdd_ros.tasks.base import ROLLOUTS_PER_CONTEXT, Task
 from vdd_ros.tasks.policy import Policy
 from vdd_ros.tasks.registry import get_task, task_names
 from vdd_ros.tasks.rollout import RolloutResult, run_rollouts
@@ -57,17 +57,18 @@ def evaluate_policy(
     plot: str | os.PathLike[str] | None = None,
     label: str = "",
     on_progress: OnProgress = ignore,
+    rollouts_per_context: int = ROLLOUTS_PER_CONTEXT,
 ) -> RolloutResult:
     """``episodes`` rollouts from ``seed``; with ``plot``, a trajectory PNG titled with ``label`` and the scores."""
-    result = run_rollouts(policy, task, episodes=episodes, seed=seed, on_progress=on_progress)
+    result = run_rollouts(
+        policy, task, episodes=episodes, seed=seed, on_progress=on_progress, rollouts_per_context=rollouts_per_context
+    )
     if plot is not None:
         result.plot(plot, f"{label or policy.name}: success {result.success_rate:.2f}, entropy {result.entropy:.2f}")
     return result
 
 
-def rollout_evaluator(
-    task: Task | str, episodes: int, seed: int
-) -> Callable[[Teacher, TeacherMeta], dict[str, float]]:
+def rollout_evaluator(task: Task | str, episodes: int, seed: int) -> Callable[[Teacher, TeacherMeta], dict[str, float]]:
     """Teacher training's periodic model selection signal: rollouts of the EMA teacher at its default steps."""
 
     def evaluate(teacher: Teacher, meta: TeacherMeta) -> dict[str, float]:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 NO_MODE = -1  # mode label of an episode that took none of the task's modes (yet)
+ROLLOUTS_PER_CONTEXT = 16  # episodes per initial state in an evaluation (D3IL: 30 contexts x 16)
 
 
 @dataclasses.dataclass
@@ -116,10 +117,14 @@ class Task(abc.ABC):
             raise ValueError(f"task {self.name!r}: " + "; ".join(problems))
 
     @abc.abstractmethod
-    def make_env(self, n: int, seed: int = 0, tracking_noise: float = 0.0) -> TaskEnv:
+    def make_env(
+        self, n: int, seed: int = 0, tracking_noise: float = 0.0, rollouts_per_context: int = ROLLOUTS_PER_CONTEXT
+    ) -> TaskEnv:
         """n parallel episodes; ``seed`` drives all of the environment's randomness.
 
         ``tracking_noise`` is the std of actuator/tracking noise in the task's units (0 = none).
+        ``rollouts_per_context`` consecutive episodes share an initial state; a task with a
+        single start state (Avoiding) has one context and ignores it.
         """
 
     @abc.abstractmethod

@@ -91,3 +91,24 @@ def context_preference_gap(counts: np.ndarray, expected: np.ndarray) -> float:
         return math.nan
     proportions = counts[seen] / totals[seen, None]
     return float(np.mean(0.5 * np.abs(proportions - np.asarray(expected, dtype=np.float64)[seen]).sum(axis=1)))
+
+
+def context_preference_gap_floor(counts: np.ndarray, expected: np.ndarray, draws: int = 2000, seed: int = 0) -> float:
+    """The ``context_preference_gap`` an exact sampler of ``expected`` would score with the same successes per context.
+
+    A context with n labelled successes has a TV gap of order 1/sqrt(n) from sampling alone, so
+    a policy's gap is only meaningful next to this floor (Monte Carlo over ``draws`` multinomial
+    draws; NaN when no context has a success).
+    """
+    totals = np.asarray(counts, dtype=np.int64).sum(axis=1)
+    seen = totals > 0
+    if not seen.any():
+        return math.nan
+    rng = np.random.default_rng(seed)
+    probs = np.asarray(expected, dtype=np.float64)[seen]
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    gaps = [
+        np.mean(0.5 * np.abs(rng.multinomial(n, p, size=draws) / n - p).sum(axis=1))
+        for n, p in zip(totals[seen], probs, strict=True)
+    ]
+    return float(np.mean(gaps))

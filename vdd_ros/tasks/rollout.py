@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from vdd_ros.tasks.base import StepResult, Task
+from vdd_ros.tasks.base import ROLLOUTS_PER_CONTEXT, StepResult, Task
 from vdd_ros.tasks.metrics import behaviour_entropy, mode_histogram, mode_kl, selection_score
 from vdd_ros.tasks.policy import Policy
 from vdd_ros.tasks.registry import get_task
@@ -79,6 +79,7 @@ def run_rollouts(
     batch: int | None = None,
     tracking_noise: float = 0.0,
     on_progress: OnProgress | None = None,
+    rollouts_per_context: int = ROLLOUTS_PER_CONTEXT,
 ) -> RolloutResult:
     """Run ``episodes`` closed-loop rollouts of ``policy``, ``batch`` parallel streams at a time (all if None).
 
@@ -94,7 +95,7 @@ def run_rollouts(
     last_report = time.monotonic()
     for b, start in enumerate(range(0, episodes, batch)):
         n = min(batch, episodes - start)
-        env = task.make_env(n, seed=_batch_seed(seed, b), tracking_noise=tracking_noise)
+        env = task.make_env(n, _batch_seed(seed, b), tracking_noise, rollouts_per_context=rollouts_per_context)
         policy.reset(n, _batch_seed(seed, b))
         obs = env.reset()
         log = [obs]

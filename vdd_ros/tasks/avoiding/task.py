@@ -11,7 +11,7 @@ from vdd_ros.tasks.avoiding import plot
 from vdd_ros.tasks.avoiding.env import CONTROL_PERIOD_S, MAX_ACTION, MAX_STEPS, AvoidingEnv, AvoidingStep
 from vdd_ros.tasks.avoiding.expert import ExpertConfig, generate_demos, skewed_path_distribution
 from vdd_ros.tasks.avoiding.readout import NUM_PATHS, path_name
-from vdd_ros.tasks.base import Demo, Task
+from vdd_ros.tasks.base import ROLLOUTS_PER_CONTEXT, Demo, Task
 
 
 class AvoidingTask(Task):
@@ -27,7 +27,9 @@ class AvoidingTask(Task):
     action_high = np.full(2, MAX_ACTION)
     expert_config_type = ExpertConfig
 
-    def make_env(self, n: int, seed: int = 0, tracking_noise: float = 0.0) -> AvoidingEnv:
+    def make_env(
+        self, n: int, seed: int = 0, tracking_noise: float = 0.0, rollouts_per_context: int = ROLLOUTS_PER_CONTEXT
+    ) -> AvoidingEnv:
         return AvoidingEnv(n, tracking_noise=tracking_noise, seed=seed)
 
     def plot_trajectories(

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pymunk
 
-from vdd_ros.tasks.base import StepResult
+from vdd_ros.tasks.base import ROLLOUTS_PER_CONTEXT, StepResult
 from vdd_ros.tasks.pushing.readout import NOT_YET, assignment, decode_mode, in_zones, update_first_entry
 
 CONTROL_PERIOD_S = 0.035
@@ -132,7 +132,9 @@ class PushingEnv:
     obs_dim = len(OBS_NAMES)
     act_dim = 2
 
-    def __init__(self, n: int, seed: int = 0, tracking_noise: float = 0.0, rollouts_per_context: int = 16) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, tracking_noise: float = 0.0, rollouts_per_context: int = ROLLOUTS_PER_CONTEXT
+    ) -> None:
         if n < 1 or rollouts_per_context < 1:
             raise ValueError("PushingEnv: n and rollouts_per_context must be >= 1")
         if tracking_noise < 0:

@@ -7,8 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from vdd_ros.tasks.base import Demo, Task
-from vdd_ros.tasks.metrics import context_entropy, context_mode_counts, context_preference_gap
+from vdd_ros.tasks.base import ROLLOUTS_PER_CONTEXT, Demo, Task
+from vdd_ros.tasks.metrics import (
+    context_entropy,
+    context_mode_counts,
+    context_preference_gap,
+    context_preference_gap_floor,
+)
 from vdd_ros.tasks.pushing import plot
 from vdd_ros.tasks.pushing.env import (
     CONTROL_PERIOD_S,
@@ -44,8 +49,10 @@ class PushingTask(Task):
     expert_config_type = PushingExpertConfig
     demo_mode_distribution = PREFERRED
 
-    def make_env(self, n: int, seed: int = 0, tracking_noise: float = 0.0) -> PushingEnv:
-        return PushingEnv(n, seed=seed, tracking_noise=tracking_noise)
+    def make_env(
+        self, n: int, seed: int = 0, tracking_noise: float = 0.0, rollouts_per_context: int = ROLLOUTS_PER_CONTEXT
+    ) -> PushingEnv:
+        return PushingEnv(n, seed=seed, tracking_noise=tracking_noise, rollouts_per_context=rollouts_per_context)
 
     def plot_trajectories(
         self, trajectories: list[np.ndarray], modes: np.ndarray, path: str | os.PathLike[str], title: str
@@ -55,17 +62,19 @@ class PushingTask(Task):
     def extra_metrics(self, final: PushingStep) -> dict[str, Any]:
         """D3IL's per-context entropy, per-context mode proportions against the expert's preferences, IBC's p1.
 
-        Contexts are the distinct initial block poses (16 rollouts each by default).
+        Contexts are the distinct initial block poses (16 rollouts each by default). The
+        preference gap comes with the floor sampling alone gives at the same success counts.
         """
         contexts, counts = context_mode_counts(final.context, np.where(final.success, final.mode, -1), NUM_MODES)
         blocks_xy = contexts.reshape(-1, 2, 3)[:, :, :2]
         expected = mode_probabilities(np.tile(PUSHER_START, (len(contexts), 1)), blocks_xy)
         totals = counts.sum(axis=1, keepdims=True)
-        gap = context_preference_gap(counts, expected)
+        gap, floor = context_preference_gap(counts, expected), context_preference_gap_floor(counts, expected)
         return {
             "contexts": len(contexts),
             "context_entropy": context_entropy(counts),
             "preference_gap": None if np.isnan(gap) else gap,
+            "preference_gap_floor": None if np.isnan(floor) else floor,
             "one_block_rate": float(np.mean(final.blocks_in_zone >= 1)),
             "context_mode_proportions": np.divide(counts, np.maximum(totals, 1)).round(4).tolist(),
             "expert_mode_probabilities": expected.round(4).tolist(),
