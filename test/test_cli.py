@@ -154,3 +154,47 @@ def test_run_tool_exit_codes(capsys) -> None:
         "t: interrupted",
         "t: error: cannot use 7",
     ]
+
+
+def test_demo_distils_a_shipped_teacher_only_of_its_own_demonstrations(tmp_path: pathlib.Path) -> None:
+    """make demo TASK=pushing takes policies/pushing_teacher instead of training, if its data is the demo's."""
+    import numpy as np
+
+    from vdd_ros.cli.demo import DemoConfig, _take_shipped_teacher
+    from vdd_ros.data.dataset import DemoDataset, save_dataset
+    from vdd_ros.teacher.config import NetworkConfig, TeacherTrainConfig
+    from vdd_ros.teacher.ddpm import DDPMConfig
+    from vdd_ros.teacher.train import load_train_data, train_teacher
+
+    rng = np.random.default_rng(0)
+    files = []
+    for k in range(2):
+        obs = [rng.normal(0, 1, (20, 4)).astype(np.float32) for _ in range(3)]
+        act = [rng.normal(0, 0.01, (20, 2)).astype(np.float32) for _ in range(3)]
+        ds = DemoDataset(obs, act, ("a", "b", "c", "d"), ("x", "y"), 0.1, np.full(3, -1), "")
+        files.append(tmp_path / f"demos{k}.safetensors")
+        save_dataset(ds, files[-1])
+    cfg = TeacherTrainConfig(
+        dataset=str(files[0]),
+        obs_window=2,
+        network=NetworkConfig(width=16, blocks=1, emb_dim=4),
+        diffusion=DDPMConfig(steps=4, sample_steps=4),
+        iterations=2,
+        warmup=1,
+        checkpoint_every=0,
+        device="cpu",
+        torch_threads=1,
+    )
+    shipped = train_teacher(cfg, load_train_data(cfg), tmp_path / "shipped").output
+
+    _take_shipped_teacher(shipped, files[0], tmp_path / "run" / "teacher")
+    for name in ("model.safetensors", "teacher.json"):
+        assert (tmp_path / "run" / "teacher" / name).read_bytes() == (shipped / name).read_bytes()
+    with pytest.raises(ToolError, match=r"trained on other demonstrations than .*demos1\.safetensors"):
+        _take_shipped_teacher(shipped, files[1], tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+    (shipped / "teacher.json").write_text("{")
+    with pytest.raises(ToolError, match=r"^shipped teacher: .*train_teacher=true"):
+        _take_shipped_teacher(shipped, files[0], tmp_path / "broken")
+    assert DemoConfig(task="pushing", train_teacher=True).shipped_teacher is None
+    assert DemoConfig(task="avoiding").shipped_teacher is None  # Avoiding's teacher trains within the demo

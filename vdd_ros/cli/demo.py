@@ -3,9 +3,12 @@
 demonstrations -> diffusion teacher -> VDD distillation -> ONNX -> controller + task_sim over
 ROS 2, then one summary: teacher vs VDD quality, inference latency and speed-up, loop
 latency, and the plots written. The task (``make demo TASK=pushing``; Avoiding by default)
-picks ``config/teacher_<task>.yaml`` and ``config/distill_<task>.yaml``. Every stage resumes
-or is skipped when its output is already complete, so a second run (or a run after Ctrl-C)
-continues where it stopped.
+picks ``config/teacher_<task>.yaml`` and ``config/distill_<task>.yaml``. Where the package ships
+a teacher trained with those settings on the demo's own demonstrations
+(``policies/<task>_teacher``; Pushing's takes longer to train than the demo's budget), the demo
+distils that one after checking it was trained on these exact demonstrations;
+``train_teacher=true`` trains it here instead. Every stage resumes or is skipped when its
+output is already complete, so a second run (or a run after Ctrl-C) continues where it stopped.
 Example: demo task=pushing fast=true
 """
 
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from vdd_ros.tasks.rollout import RolloutResult
 
 DEFAULT_TASK = "avoiding"
+SHIPPED_TEACHERS = "policies"
 _CONTEXT_FIGURES = ("context_entropy", "preference_gap")  # Pushing's per-context mode figures
 
 
@@ -53,6 +57,7 @@ class DemoConfig:
 
     task: str = knob(DEFAULT_TASK, "registered task: config/teacher_<task>.yaml and config/distill_<task>.yaml")
     fast: bool = knob(False, "small budgets (3000 teacher and 1000 distillation iterations): a quick look")
+    train_teacher: bool = knob(False, "train the teacher even where policies/<task>_teacher ships one")
     output: str = knob("", "output directory ('': runs/demo[_fast], with _<task> for a task other than avoiding)")
 
     @property
@@ -62,6 +67,12 @@ class DemoConfig:
     @property
     def distill_config(self) -> str:
         return f"config/distill_{self.task}.yaml"
+
+    @property
+    def shipped_teacher(self) -> pathlib.Path | None:
+        """The teacher this demo distils instead of training one, if the package ships it."""
+        path = pathlib.Path(SHIPPED_TEACHERS, f"{self.task}_teacher")
+        return None if self.train_teacher or not (path / "teacher.json").is_file() else path
 
     def check(self) -> None:
         from vdd_ros.tasks.registry import task_names
@@ -97,6 +108,28 @@ def _teacher_step(out: pathlib.Path) -> int:
             f"{state} is not a training state of this version ({type(exc).__name__}); "
             f"move {out.parent} away (or `make clean`) or pass output=<a new folder>"
         ) from None
+
+
+def _take_shipped_teacher(shipped: pathlib.Path, demos: pathlib.Path, teacher_dir: pathlib.Path) -> None:
+    """Copy the shipped teacher into the run, refusing one trained on other demonstrations."""
+    from vdd_ros.data.dataset import dataset_sha256
+    from vdd_ros.teacher.checkpoint import TeacherCheckpointError, load_teacher
+    from vdd_ros.util.files import atomic_write
+
+    try:
+        _, meta = load_teacher(shipped)
+    except TeacherCheckpointError as exc:
+        raise ToolError(f"shipped teacher: {exc}; train_teacher=true trains one instead") from None
+    if meta.dataset_sha256 != dataset_sha256(demos):
+        raise ToolError(
+            f"{shipped} was trained on other demonstrations than {demos} (sha256 {meta.dataset_sha256[:12]}); "
+            "train_teacher=true trains a teacher on these"
+        )
+    teacher_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "teacher.json"):
+        atomic_write(teacher_dir / name, (shipped / name).read_bytes())
+    trained = meta.training
+    print(f"    {trained['config']['iterations']} iterations, {trained['seconds']:.0f} s of training, on {demos.name}")
 
 
 def _histogram(teacher_ms: np.ndarray, moe_ms: np.ndarray, loop: dict, path: pathlib.Path, steps: int) -> None:
@@ -158,12 +191,19 @@ def run(cfg: DemoConfig) -> int:
 
     teacher_dir = root / "teacher_ddpm"
     overrides = {"dataset": str(demos), "output": str(teacher_dir)}
-    if plan.teacher_iterations is not None:
+    if plan.teacher_iterations is not None and cfg.shipped_teacher is None:
         overrides["iterations"] = plan.teacher_iterations
     tcfg = load_config(TeacherTrainConfig, cfg.teacher_config, overrides)
-    t = _stage(2, f"{tcfg.family.upper()} diffusion teacher ({tcfg.iterations} iterations)")
-    step = _teacher_step(teacher_dir)
-    if step < tcfg.iterations:
+    shipped = cfg.shipped_teacher
+    t = _stage(
+        2,
+        f"{tcfg.family.upper()} diffusion teacher "
+        + (f"shipped in {shipped}" if shipped else f"({tcfg.iterations} iterations)"),
+    )
+    if shipped is not None:
+        _take_shipped_teacher(shipped, demos, teacher_dir)
+    elif _teacher_step(teacher_dir) < tcfg.iterations:
+        step = _teacher_step(teacher_dir)
         data = load_train_data(tcfg)
         evaluate = rollout_evaluator(data.task, tcfg.eval_episodes, tcfg.seed)
         result = train_teacher(

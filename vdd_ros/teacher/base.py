@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.data.shape import PolicyShape
 from vdd_ros.teacher.config import NetworkConfig
 from vdd_ros.teacher.network import build_denoiser
@@ -120,7 +121,7 @@ class TrainableTeacher(Teacher):
     def loss(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Denoising training loss on a batch (scalar)."""
 
-    def fit_inputs(self, obs: torch.Tensor) -> None:
+    def fit_inputs(self, obs: torch.Tensor, obs_norm: Normalizer) -> None:
         """Fit input statistics kept in the weights (none by default) on all normalised training windows."""
 
 
@@ -144,8 +145,8 @@ class NetworkTeacher(TrainableTeacher):
         self.config = config or self.config_type()
         self.net = build_denoiser(obs_dim, act_dim, obs_window, act_chunk, self.network_config)
 
-    def fit_inputs(self, obs: torch.Tensor) -> None:
-        self.net.window.fit(obs)
+    def fit_inputs(self, obs: torch.Tensor, obs_norm: Normalizer) -> None:
+        self.net.window.fit(obs, torch.from_numpy(obs_norm.mean), torch.from_numpy(obs_norm.std))
 
     @property
     def default_sample_steps(self) -> int:

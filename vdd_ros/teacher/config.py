@@ -43,6 +43,11 @@ class NetworkConfig:
         "also feed the window's successive differences scaled to unit std (a buffer fitted on the training "
         "windows): the motion of z-scored positions is otherwise too small for the net to resolve (T >= 2)",
     )
+    obs_differences: tuple[tuple[int, int], ...] = knob(
+        (),
+        "observation index pairs [a, b]: also feed o[a] - o[b] in the data's units, standardised on the training "
+        "windows, for every window step (e.g. block minus pusher position: the geometry a push depends on)",
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in ("mlp", "unet1d"):
@@ -54,6 +59,9 @@ class NetworkConfig:
             raise ValueError(f"network.unet_channels must be non-empty multiples of unet_groups = {groups} (>= 1)")
         if self.unet_kernel < 1 or self.unet_kernel % 2 == 0:
             raise ValueError(f"network.unet_kernel must be odd and >= 1, got {self.unet_kernel}")
+        if any(len(p) != 2 or min(p) < 0 or p[0] == p[1] for p in self.obs_differences):
+            pairs = self.obs_differences
+            raise ValueError(f"network.obs_differences: need pairs [a, b] of distinct indices, got {pairs}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vdd_ros.teacher.config import NetworkConfig
+from vdd_ros.util.pair_differences import PairDifferences
 from vdd_ros.util.window_deltas import step_scale
 
 
@@ -49,25 +50,35 @@ class ResidualBlock(nn.Module):
 
 
 class WindowFeatures(nn.Module):
-    """The flattened observation window, with its scaled successive differences when ``deltas``."""
+    """The flattened observation window, plus (each optional) its scaled successive differences
+    (``deltas``) and the standardised differences of observation pairs (``pairs``) at every step."""
 
-    def __init__(self, obs_dim: int, obs_window: int, deltas: bool) -> None:
+    def __init__(
+        self, obs_dim: int, obs_window: int, deltas: bool, pairs: tuple[tuple[int, int], ...] = ()
+    ) -> None:
         super().__init__()
         self.deltas = deltas and obs_window > 1
-        self.size = (2 * obs_window - 1 if self.deltas else obs_window) * obs_dim
-        if self.deltas:  # only then: checkpoints of nets without it keep their exact state dict
+        self.size = (2 * obs_window - 1 if self.deltas else obs_window) * obs_dim + obs_window * len(pairs)
+        # modules and buffers exist only when used: checkpoints of nets without them keep their state dict
+        if self.deltas:
             self.register_buffer("delta_scale", torch.ones(obs_dim))
+        self.pairs = PairDifferences(obs_dim, pairs) if pairs else None
 
-    def fit(self, obs: torch.Tensor) -> None:
-        """Fit the difference scale on normalised training windows (N, T, obs_dim)."""
+    def fit(self, obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Fit the input scales on normalised training windows (N, T, obs_dim) and the normaliser's mean/std."""
         if self.deltas:
             self.delta_scale.copy_(step_scale(obs))
+        if self.pairs is not None:
+            self.pairs.fit(obs, mean, std)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         b = obs.shape[0]
-        if not self.deltas:
-            return obs.reshape(b, -1)
-        return torch.cat([obs.reshape(b, -1), ((obs[:, 1:] - obs[:, :-1]) * self.delta_scale).reshape(b, -1)], -1)
+        parts = [obs.reshape(b, -1)]
+        if self.deltas:
+            parts.append(((obs[:, 1:] - obs[:, :-1]) * self.delta_scale).reshape(b, -1))
+        if self.pairs is not None:
+            parts.append(self.pairs(obs).reshape(b, -1))
+        return torch.cat(parts, -1) if len(parts) > 1 else parts[0]
 
 
 class DenoiserMLP(nn.Module):
@@ -78,7 +89,7 @@ class DenoiserMLP(nn.Module):
         self.act_shape = (act_chunk, act_dim)
         self.embed = NoiseEmbedding(cfg.emb_dim)
         self.cond_mlp = nn.Sequential(nn.Linear(cfg.emb_dim, cfg.width), nn.Mish(), nn.Linear(cfg.width, cfg.width))
-        self.window = WindowFeatures(obs_dim, obs_window, cfg.obs_deltas)
+        self.window = WindowFeatures(obs_dim, obs_window, cfg.obs_deltas, cfg.obs_differences)
         self.inp = nn.Linear(self.window.size + act_chunk * act_dim, cfg.width)
         self.blocks = nn.ModuleList(ResidualBlock(cfg.width, cfg.layer_norm) for _ in range(cfg.blocks))
         self.out = nn.Sequential(nn.LayerNorm(cfg.width) if cfg.layer_norm else nn.Identity(), nn.Mish())
@@ -110,4 +121,5 @@ def build_denoiser(obs_dim: int, act_dim: int, obs_window: int, act_chunk: int, 
         emb_dim=cfg.emb_dim,
         cond_width=cfg.width,
         obs_deltas=cfg.obs_deltas,
+        obs_differences=cfg.obs_differences,
     )

@@ -137,7 +137,7 @@ class _Run:
     def __init__(self, cfg: TeacherTrainConfig, data: TrainData, obs: torch.Tensor, device: torch.device) -> None:
         self.device = device
         self.teacher = new_teacher(cfg, data).to(device)
-        self.teacher.fit_inputs(obs)
+        self.teacher.fit_inputs(obs, data.obs_norm)
         self.ema = copy.deepcopy(self.teacher).requires_grad_(False)
         self.opt = torch.optim.AdamW(self.teacher.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 

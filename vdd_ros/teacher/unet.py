@@ -54,7 +54,8 @@ class TemporalUNet(nn.Module):
     ``channels``: width per level (len(channels) - 1 halvings of the time axis); ``kernel_size``:
     odd temporal kernel; ``groups``: GroupNorm groups, dividing every width; ``emb_dim``: noise
     features; ``cond_width``: width of the conditioning MLP that feeds every block's FiLM;
-    ``obs_deltas``: also condition on the window's scaled successive differences (``WindowFeatures``).
+    ``obs_deltas``, ``obs_differences``: also condition on the window's scaled successive differences
+    and on standardised differences of observation pairs (``WindowFeatures``).
     """
 
     def __init__(
@@ -69,13 +70,14 @@ class TemporalUNet(nn.Module):
         emb_dim: int = 32,
         cond_width: int = 256,
         obs_deltas: bool = False,
+        obs_differences: tuple[tuple[int, int], ...] = (),
     ) -> None:
         super().__init__()
         channels = tuple(channels)
         self.act_shape = (act_chunk, act_dim)
         self.multiple = 2 ** (len(channels) - 1)  # the padded length must survive every halving
         self.embed = NoiseEmbedding(emb_dim)
-        self.window = WindowFeatures(obs_dim, obs_window, obs_deltas)
+        self.window = WindowFeatures(obs_dim, obs_window, obs_deltas, obs_differences)
         self.cond_mlp = nn.Sequential(
             nn.Linear(emb_dim + self.window.size, cond_width), nn.Mish(), nn.Linear(cond_width, cond_width)
         )
