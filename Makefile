@@ -33,7 +33,7 @@ $(STAMP_VENV): $(REQUIREMENTS) requirements-common.txt scripts/fix_rosidl_includ
 	$(VPY) scripts/fix_rosidl_includes.py $(VENV)
 	touch $@
 
-$(STAMP_BUILD): $(STAMP_VENV) setup.py setup.cfg package.xml msg/package.xml msg/CMakeLists.txt $(wildcard msg/msg/*.msg) $(wildcard launch/*.py) $(wildcard config/*.yaml) $(wildcard policies/*)
+$(STAMP_BUILD): $(STAMP_VENV) setup.py setup.cfg package.xml msg/package.xml msg/CMakeLists.txt $(wildcard msg/msg/*.msg) $(wildcard launch/*.py) $(wildcard config/*.yaml) $(wildcard policies/*) $(wildcard policies/*/*)
 	$(ENV) && colcon --log-base $(LOG) build --base-paths . msg --symlink-install \
 		--build-base $(BUILD) --install-base $(INSTALL) \
 		--cmake-args -DPython3_EXECUTABLE=$$PWD/$(VPY) -DBUILD_TESTING=OFF \

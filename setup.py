@@ -1,10 +1,18 @@
 """ament_python package vdd_ros: ROS-free core (vdd_ros.*) plus node executables."""
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
 
 PACKAGE = "vdd_ros"
+
+
+def _files_by_folder(root: str) -> list[tuple[str, list[str]]]:
+    """(install folder, files) for ``root`` and each folder below it: shipped policies and teachers."""
+    folders = [Path(root), *sorted(p for p in Path(root).rglob("*") if p.is_dir())]
+    return [(f"share/{PACKAGE}/{d}", sorted(str(f) for f in d.iterdir() if f.is_file())) for d in folders]
+
 
 setup(
     name=PACKAGE,
@@ -15,7 +23,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        (f"share/{PACKAGE}/policies", glob("policies/*")),
+        *_files_by_folder("policies"),
     ],
     install_requires=["setuptools"],
     extras_require={"test": ["pytest"]},

@@ -82,6 +82,11 @@ def test_help_lists_every_setting_quickly(tool: str, tmp_path: pathlib.Path) -> 
         (["demo", "fast=maybe"], "expected true/false"),
         (["evaluate", f"policy={REPO / 'policies' / 'avoiding_vdd.onnx'}", "act_exec=2"], "act_exec sets a teacher"),
         (["demo", "task=nope"], "unknown task 'nope'; known tasks: avoiding, pushing"),
+        (["evaluate", f"policy={REPO / 'policies' / 'avoiding_vdd.onnx'}", "rollouts_per_context=0"], "must be > 0"),
+        (
+            ["evaluate", f"policy={REPO / 'policies' / 'avoiding_vdd.onnx'}", "ros=true", "rollouts_per_context=4"],
+            "rollouts_per_context applies to in-process rollouts",
+        ),
     ],
 )
 def test_bad_setting_is_one_line_exit_2_and_no_folder(args: list[str], message: str, tmp_path: pathlib.Path) -> None:
@@ -160,7 +165,7 @@ def test_demo_distils_a_shipped_teacher_only_of_its_own_demonstrations(tmp_path:
     """make demo TASK=pushing takes policies/pushing_teacher instead of training, if its data is the demo's."""
     import numpy as np
 
-    from vdd_ros.cli.demo import DemoConfig, _take_shipped_teacher
+    from vdd_ros.cli.demo import TRAINING_DATA_RECORD, DemoConfig, _take_shipped_teacher, training_data_record
     from vdd_ros.data.dataset import DemoDataset, save_dataset
     from vdd_ros.teacher.config import NetworkConfig, TeacherTrainConfig
     from vdd_ros.teacher.ddpm import DDPMConfig
@@ -186,15 +191,18 @@ def test_demo_distils_a_shipped_teacher_only_of_its_own_demonstrations(tmp_path:
         torch_threads=1,
     )
     shipped = train_teacher(cfg, load_train_data(cfg), tmp_path / "shipped").output
+    record = shipped / TRAINING_DATA_RECORD
+    record.write_text(json.dumps(training_data_record(files[0], "collect_demos seed=0")))
+    (tmp_path / "again.safetensors").write_bytes(files[0].read_bytes().replace(b'"task": ""', b'"task":""'))
 
-    _take_shipped_teacher(shipped, files[0], tmp_path / "run" / "teacher")
+    _take_shipped_teacher(shipped, tmp_path / "again.safetensors", tmp_path / "run" / "teacher")  # same content
     for name in ("model.safetensors", "teacher.json"):
         assert (tmp_path / "run" / "teacher" / name).read_bytes() == (shipped / name).read_bytes()
-    with pytest.raises(ToolError, match=r"trained on other demonstrations than .*demos1\.safetensors"):
+    with pytest.raises(ToolError, match=r"other demonstrations than .*demos1\.safetensors \(collect_demos seed=0\)"):
         _take_shipped_teacher(shipped, files[1], tmp_path / "other")
     assert not (tmp_path / "other").exists()
-    (shipped / "teacher.json").write_text("{")
-    with pytest.raises(ToolError, match=r"^shipped teacher: .*train_teacher=true"):
+    record.unlink()
+    with pytest.raises(ToolError, match=r"^shipped teacher .*training_data\.json.*train_teacher=true"):
         _take_shipped_teacher(shipped, files[0], tmp_path / "broken")
     assert DemoConfig(task="pushing", train_teacher=True).shipped_teacher is None
     assert DemoConfig(task="avoiding").shipped_teacher is None  # Avoiding's teacher trains within the demo

@@ -63,6 +63,9 @@ def test_anneal_lowers_the_upper_end_linearly_then_holds_the_low_end():
     assert annealed_noise_range(0.2, 0.5, 0.4, 0.8) == pytest.approx((0.2, 0.35))
     assert annealed_noise_range(0.2, 0.5, 0.9, 0.8) == pytest.approx((0.2, 0.2))
     assert annealed_noise_range(0.2, 0.5, 0.0, 0.0) == pytest.approx((0.2, 0.2))  # fraction 0: low all run
+    # 1.0 - (1.0 - 0.2) is 0.19999999999999996: the end of the anneal must not fall below the low end
+    low, high = annealed_noise_range(0.2, 1.0, 1.0, 0.8)
+    assert high >= low == 0.2
     # DDPM step indices stay whole steps
     assert [annealed_noise_range(1, 4, p, 1.0) for p in (0.0, 0.3, 0.5, 0.9, 1.0)] == [
         (1, 4),

@@ -8,6 +8,7 @@ Loading validates everything, so a bad file fails loudly before hours of trainin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -204,3 +205,18 @@ def make_windows(ds: DemoDataset, obs_window: int, act_chunk: int) -> tuple[np.n
 def dataset_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the file bytes, so checkpoints can record exactly which data trained them."""
     return sha256_file(path)
+
+
+def content_sha256(ds: DemoDataset) -> str:
+    """Hex SHA-256 of what a model learns from (arrays, names, period, task), not of provenance.
+
+    Two collections with the same seed and settings hold the same demonstrations but different
+    creation times, so their files differ while this digest does not.
+    """
+    digest = hashlib.sha256()
+    head = [list(ds.obs_names), list(ds.act_names), float(ds.control_period_s), ds.task]
+    digest.update(json.dumps(head).encode())
+    for name, array in sorted(_flatten(ds).items()):
+        digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()

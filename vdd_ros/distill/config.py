@@ -41,6 +41,12 @@ class VDDConfig:
     anneal_fraction: float = knob(
         0.8, "fraction of the iterations over which anneal lowers the upper end (then the level is noise_low)"
     )
+    expert_weighting: Literal["gating", "uniform"] = knob(
+        "gating",
+        "weight of each expert's objective in a state: gating = sg(q(z|s)) (the paper); uniform = 1/Z, so an "
+        "expert the learned gating ignores in a state still learns there, and its log q~ term moves it to an "
+        "uncovered mode (ambiguous starts otherwise collapse onto one mode)",
+    )
     expert_steps: int = knob(2, "expert updates per iteration, each on a fresh batch of states")
     gating_steps: int = knob(1, "gating updates per iteration on fresh (state, action) pairs (gating learned only)")
     student_states: float = knob(

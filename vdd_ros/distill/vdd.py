@@ -50,7 +50,7 @@ def annealed_noise_range(low: float, high: float, progress: float, fraction: flo
     top = high - (high - low) * done
     if isinstance(low, int) and isinstance(high, int):
         return low, max(low, round(top))
-    return low, top
+    return low, max(low, top)  # high - (high - low) can round below low (1.0 - 0.8 = 0.19999999999999996)
 
 
 def teacher_score(
@@ -79,8 +79,13 @@ def vdd_expert_loss(
     noise_high: float | None = None,
     generator: torch.Generator | None = None,
     use_q_tilde: bool = True,
+    expert_weighting: str = "gating",
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The per-expert upper bound (negated, averaged over states and experts) and diagnostics."""
+    """The per-expert upper bound (negated, averaged over states and experts) and diagnostics.
+
+    Each state's expert objectives are weighted by sg(q(z|s)) (``gating``, the paper) or 1/Z
+    (``uniform``; see ``VDDConfig.expert_weighting``).
+    """
     out = moe(obs)
     b, z, d = out.mean.shape
     eps = torch.randn(b, z, samples_per_expert, d, generator=generator, device=obs.device)
@@ -90,7 +95,8 @@ def vdd_expert_loss(
     lq = log_q_tilde(samples, out) if use_q_tilde else torch.zeros_like(surrogate)
     ent = entropy(out.mean, out.scale)
     objective = (surrogate + lq).mean(-1) + ent
-    loss = -(out.log_gating.detach().exp() * objective).mean()
+    weight = out.log_gating.detach().exp() if expert_weighting == "gating" else 1.0 / z
+    loss = -(weight * objective).mean()
     stats = {"log_q_tilde": float(lq.detach().mean()), "expert_entropy": float(ent.detach().mean())}
     return loss, stats
 
@@ -156,6 +162,7 @@ class VDDTrainer(MoETrainer):
                 *noise_range,
                 self.generator,
                 self.use_q_tilde,
+                cfg.expert_weighting,
             )
             stats["expert_loss"] = self._update(self.expert_opt, loss, "expert")
         if self.gating_opt is not None:

@@ -53,9 +53,7 @@ class WindowFeatures(nn.Module):
     """The flattened observation window, plus (each optional) its scaled successive differences
     (``deltas``) and the standardised differences of observation pairs (``pairs``) at every step."""
 
-    def __init__(
-        self, obs_dim: int, obs_window: int, deltas: bool, pairs: tuple[tuple[int, int], ...] = ()
-    ) -> None:
+    def __init__(self, obs_dim: int, obs_window: int, deltas: bool, pairs: tuple[tuple[int, int], ...] = ()) -> None:
         super().__init__()
         self.deltas = deltas and obs_window > 1
         self.size = (2 * obs_window - 1 if self.deltas else obs_window) * obs_dim + obs_window * len(pairs)
