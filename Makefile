@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 PY ?= python3
 ROS_DISTRO ?= kilted
-# make demo / make bench: the benchmark task (config/teacher_<task>.yaml, config/distill_<task>.yaml)
+# make demo / make bench: the benchmark task (config/teacher_<task>.yaml, config/distill_<task>.yaml);
+# make demo TRAIN_TEACHER=1 trains the teacher even where policies/<task>_teacher ships one
 TASK ?= avoiding
 ifeq ($(filter kilted jazzy,$(ROS_DISTRO)),)
 $(error ROS_DISTRO=$(ROS_DISTRO) is not supported: use kilted or jazzy (docs/install.md))
@@ -47,7 +48,7 @@ test: setup lint
 	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m pytest -q test
 
 demo: setup
-	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),fast=true,) task=$(TASK)
+	$(ENV) && scripts/with_isolated_ros.sh $(VPY) -m vdd_ros.cli.demo $(if $(FAST),fast=true,) $(if $(TRAIN_TEACHER),train_teacher=true,) task=$(TASK)
 
 # Needs the outputs of `make demo [TASK=...]` (teacher, VDD policy); fits the EM baseline into runs/bench[_TASK]
 # if missing. The controller benchmark (bench_loop) is task-independent and runs with the default task only.

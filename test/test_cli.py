@@ -6,6 +6,7 @@ a tool writes only under its output.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import pathlib
@@ -165,8 +166,8 @@ def test_demo_distils_a_shipped_teacher_only_of_its_own_demonstrations(tmp_path:
     """make demo TASK=pushing takes policies/pushing_teacher instead of training, if its data is the demo's."""
     import numpy as np
 
-    from vdd_ros.cli.demo import TRAINING_DATA_RECORD, DemoConfig, _take_shipped_teacher, training_data_record
-    from vdd_ros.data.dataset import DemoDataset, save_dataset
+    from vdd_ros.cli.demo import DemoConfig, _take_shipped_teacher
+    from vdd_ros.data.dataset import DemoDataset, load_dataset, save_dataset
     from vdd_ros.teacher.config import NetworkConfig, TeacherTrainConfig
     from vdd_ros.teacher.ddpm import DDPMConfig
     from vdd_ros.teacher.train import load_train_data, train_teacher
@@ -191,18 +192,19 @@ def test_demo_distils_a_shipped_teacher_only_of_its_own_demonstrations(tmp_path:
         torch_threads=1,
     )
     shipped = train_teacher(cfg, load_train_data(cfg), tmp_path / "shipped").output
-    record = shipped / TRAINING_DATA_RECORD
-    record.write_text(json.dumps(training_data_record(files[0], "collect_demos seed=0")))
-    (tmp_path / "again.safetensors").write_bytes(files[0].read_bytes().replace(b'"task": ""', b'"task":""'))
+    # the same demonstrations collected again: another creation time in the file, the same content
+    again = dataclasses.replace(load_dataset(files[0]), provenance={"created_utc": "later"})
+    save_dataset(again, tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() != files[0].read_bytes()
 
     _take_shipped_teacher(shipped, tmp_path / "again.safetensors", tmp_path / "run" / "teacher")  # same content
     for name in ("model.safetensors", "teacher.json"):
         assert (tmp_path / "run" / "teacher" / name).read_bytes() == (shipped / name).read_bytes()
-    with pytest.raises(ToolError, match=r"other demonstrations than .*demos1\.safetensors \(collect_demos seed=0\)"):
+    with pytest.raises(ToolError, match=r"not trained on the demonstrations in .*demos1\.safetensors"):
         _take_shipped_teacher(shipped, files[1], tmp_path / "other")
     assert not (tmp_path / "other").exists()
-    record.unlink()
-    with pytest.raises(ToolError, match=r"^shipped teacher .*training_data\.json.*train_teacher=true"):
+    (shipped / "teacher.json").write_text("{")
+    with pytest.raises(ToolError, match=r"^shipped teacher: .*train_teacher=true"):
         _take_shipped_teacher(shipped, files[0], tmp_path / "broken")
     assert DemoConfig(task="pushing", train_teacher=True).shipped_teacher is None
     assert DemoConfig(task="avoiding").shipped_teacher is None  # Avoiding's teacher trains within the demo

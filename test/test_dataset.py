@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -14,6 +15,7 @@ from vdd_ros.data.dataset import (
     METADATA_KEY,
     DatasetError,
     DemoDataset,
+    content_sha256,
     dataset_sha256,
     load_dataset,
     make_windows,
@@ -64,6 +66,15 @@ def test_round_trip_is_identical(saved: pathlib.Path) -> None:
     np.testing.assert_array_equal(back.mode_labels, ds.mode_labels)
     assert len(dataset_sha256(saved)) == 64
     assert not list(saved.parent.glob("*.tmp"))
+
+
+def test_content_digest_ignores_provenance_but_not_data() -> None:
+    ds = _dataset()
+    assert content_sha256(dataclasses.replace(ds, provenance={"created_utc": "another day"})) == content_sha256(ds)
+    changed = [a.copy() for a in ds.actions]
+    changed[0][0, 0] += 1e-6
+    assert content_sha256(dataclasses.replace(ds, actions=changed)) != content_sha256(ds)
+    assert content_sha256(dataclasses.replace(ds, task="other")) != content_sha256(ds)
 
 
 @pytest.mark.parametrize(

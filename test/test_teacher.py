@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from vdd_ros.data.dataset import content_sha256, load_dataset
 from vdd_ros.data.noise import CorrelatedNormal
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.teacher import registry
@@ -522,6 +523,7 @@ def test_cli_trains_and_resumes(tmp_path: pathlib.Path) -> None:
     assert main([str(cfg), f"output={out}", "iterations=6", "resume=true"]) == 0
     _, meta = load_teacher(out)
     assert meta.training["step"] == 6 and meta.dataset_sha256 and meta.task == "synthetic"
+    assert meta.dataset_content_sha256 == content_sha256(load_dataset(tmp_path / "demos.safetensors"))
 
 
 DOC = ROOT / "docs" / "teacher.md"

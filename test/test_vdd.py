@@ -88,6 +88,24 @@ def test_entropy_gets_full_gradient_and_gating_weight_is_detached():
     assert all(p.grad is None for p in moe.gating_parameters())
 
 
+def test_uniform_expert_weighting_trains_experts_the_gating_ignores():
+    """With q(z|s) ~ 0 for an expert, the paper's weighting leaves it untrained in that state; uniform does not."""
+    moe = _moe(2)
+    with torch.no_grad():  # the gating puts all weight on expert 0 everywhere
+        last = [m for m in moe.gating_net.modules() if isinstance(m, nn.Linear)][-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([30.0, -30.0]))
+    teacher, obs = ConstantScoreTeacher((0.3, 0.1)), torch.ones(4, 1, 1)
+    grads = {}
+    for weighting in ("gating", "uniform"):
+        moe.zero_grad()
+        loss, _ = vdd_expert_loss(moe, teacher, obs, 3, 0.0, 0.0, expert_weighting=weighting)
+        loss.backward()
+        grads[weighting] = moe.mean_head[-1].bias.grad.view(2, 2).abs().sum(-1)  # per expert
+    assert grads["gating"][1] < 1e-9 < grads["gating"][0]
+    assert grads["uniform"][1] > 0.1 * grads["uniform"][0]
+
+
 def test_q_tilde_gets_gradient_only_through_the_sample():
     b, z, v, d = 2, 3, 4, 2
     mean = torch.randn(b, z, d, requires_grad=True)

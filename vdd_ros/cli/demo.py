@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TASK = "avoiding"
 SHIPPED_TEACHERS = "policies"
-TRAINING_DATA_RECORD = "training_data.json"  # beside a shipped teacher: which demonstrations trained it
 _CONTEXT_FIGURES = ("context_entropy", "preference_gap")  # Pushing's per-context mode figures
 
 
@@ -111,28 +110,19 @@ def _teacher_step(out: pathlib.Path) -> int:
         ) from None
 
 
-def training_data_record(demos: pathlib.Path, command: str) -> dict:
-    """What ``policies/<task>_teacher/training_data.json`` says about the demonstrations a teacher was trained on."""
-    from vdd_ros.data.dataset import content_sha256, load_dataset
-
-    return {"command": command, "content_sha256": content_sha256(load_dataset(demos))}
-
-
 def _take_shipped_teacher(shipped: pathlib.Path, demos: pathlib.Path, teacher_dir: pathlib.Path) -> None:
     """Copy the shipped teacher into the run, refusing one trained on other demonstrations."""
+    from vdd_ros.data.dataset import content_sha256, load_dataset
     from vdd_ros.teacher.checkpoint import TeacherCheckpointError, load_teacher
     from vdd_ros.util.files import atomic_write
 
     try:
         _, meta = load_teacher(shipped)
-        record = json.loads((shipped / TRAINING_DATA_RECORD).read_text())
-        expected = str(record["content_sha256"])
-    except (TeacherCheckpointError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise ToolError(f"shipped teacher {shipped}: {exc}; train_teacher=true trains one instead") from None
-    if training_data_record(demos, "")["content_sha256"] != expected:
+    except TeacherCheckpointError as exc:
+        raise ToolError(f"shipped teacher: {exc}; train_teacher=true trains one instead") from None
+    if not meta.dataset_content_sha256 or meta.dataset_content_sha256 != content_sha256(load_dataset(demos)):
         raise ToolError(
-            f"{shipped} was trained on other demonstrations than {demos} ({record.get('command', '?')}); "
-            "train_teacher=true trains a teacher on these"
+            f"{shipped} was not trained on the demonstrations in {demos}; train_teacher=true trains a teacher on these"
         )
     teacher_dir.mkdir(parents=True, exist_ok=True)
     for name in ("model.safetensors", "teacher.json"):

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vdd_ros.data.dataset import DatasetError, dataset_sha256, load_dataset, make_windows
+from vdd_ros.data.dataset import DatasetError, content_sha256, dataset_sha256, load_dataset, make_windows
 from vdd_ros.distill.em_baseline import EMTrainer
 from vdd_ros.distill.trainer import MoETrainer
 from vdd_ros.distill.vdd import VDDTrainer
@@ -117,7 +117,10 @@ def _load_inputs(cfg: DistillJobConfig, device: torch.device) -> _Inputs:
             f"dataset {cfg.dataset} has columns {ds.obs_names}/{ds.act_names} but the teacher expects "
             f"{meta.obs_names}/{meta.act_names}"
         )
-    if meta.dataset_sha256 and meta.dataset_sha256 != data_sha:
+    if meta.dataset_content_sha256:  # the data itself, whatever the file's provenance (e.g. creation time) says
+        if meta.dataset_content_sha256 != content_sha256(ds):
+            notices.append(f"teacher was trained on other demonstrations than {cfg.dataset} (content digests differ)")
+    elif meta.dataset_sha256 and meta.dataset_sha256 != data_sha:
         notices.append(f"teacher was trained on dataset {meta.dataset_sha256[:12]}, distilling on {data_sha[:12]}")
     task_name = ds.task or meta.task
     try:

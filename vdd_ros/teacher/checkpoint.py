@@ -54,6 +54,7 @@ class TeacherMeta:
     obs_normalizer: dict[str, list[float]]
     act_normalizer: dict[str, list[float]]
     dataset_sha256: str = ""
+    dataset_content_sha256: str = ""  # data.dataset.content_sha256: the same demos collected again match it
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     created_utc: str = ""
     format_version: int = FORMAT_VERSION

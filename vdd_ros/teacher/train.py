@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vdd_ros.data.dataset import dataset_sha256, load_dataset, make_windows
+from vdd_ros.data.dataset import content_sha256, dataset_sha256, load_dataset, make_windows
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.data.shape import PolicyShape
 from vdd_ros.teacher.base import TrainableTeacher
@@ -63,6 +63,7 @@ class TrainData:
     control_period_s: float
     task: str
     dataset_sha256: str = ""
+    dataset_content_sha256: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,7 @@ def load_train_data(cfg: TeacherTrainConfig) -> TrainData:
         control_period_s=float(ds.control_period_s),
         task=ds.task,
         dataset_sha256=dataset_sha256(cfg.dataset),
+        dataset_content_sha256=content_sha256(ds),
     )
 
 
@@ -107,6 +109,7 @@ def make_meta(cfg: TeacherTrainConfig, data: TrainData, teacher: TrainableTeache
         obs_normalizer=data.obs_norm.to_dict(),
         act_normalizer=data.act_norm.to_dict(),
         dataset_sha256=data.dataset_sha256,
+        dataset_content_sha256=data.dataset_content_sha256,
         training={"config": to_dict(cfg), **info},
         created_utc=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
