@@ -8,16 +8,18 @@ biases are fitted on the training windows and travel in the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import numpy as np
 import pytest
 import torch
+from test_obs_deltas import _config as small_run
 
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.teacher.checkpoint import load_teacher
 from vdd_ros.teacher.config import NetworkConfig, TeacherTrainConfig
-from vdd_ros.teacher.ddpm import DDPMConfig, DDPMTeacher
+from vdd_ros.teacher.ddpm import DDPMTeacher
 from vdd_ros.teacher.network import WindowFeatures
 from vdd_ros.teacher.train import TrainData, train_teacher
 
@@ -40,20 +42,9 @@ def _data(obs: np.ndarray, act: np.ndarray) -> TrainData:
 
 
 def _config(out: pathlib.Path, pairs: tuple[tuple[int, int], ...], iterations: int) -> TeacherTrainConfig:
-    return TeacherTrainConfig(
-        obs_window=1,
-        act_chunk=1,
-        network=NetworkConfig(width=64, blocks=2, emb_dim=8, obs_differences=pairs),
-        diffusion=DDPMConfig(steps=8, sample_steps=8),
-        iterations=iterations,
-        batch_size=128,
-        warmup=10,
-        checkpoint_every=0,
-        obs_noise=0.0,
-        device="cpu",
-        torch_threads=1,
-        output=str(out),
-    )
+    """test_obs_deltas' small DDPM run, over a one-step window with the pairs instead of the deltas."""
+    network = NetworkConfig(width=64, blocks=2, emb_dim=8, obs_differences=pairs)
+    return dataclasses.replace(small_run(out, False, iterations), obs_window=1, network=network)
 
 
 def test_pair_features_are_standardised_differences_in_the_data_units() -> None:
