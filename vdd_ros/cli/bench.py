@@ -295,13 +295,17 @@ def _update_docs(cfg: BenchConfig, task: str, tables: dict[str, str], plots: lis
 
     img = pathlib.Path(cfg.docs, "img")
     img.mkdir(exist_ok=True)
-    for plot_path in plots:
-        shutil.copyfile(plot_path, img / plot_path.name)
-    # Avoiding keeps the original section names; another task gets its own sections beside them
+    # Avoiding keeps the original section and plot names; another task gets its own beside them
     suffix, on = ("", "") if task == "avoiding" else (f"_{task}", f" on {task.capitalize()}")
+    moved = {}
+    for plot_path in plots:
+        target = img / f"{plot_path.stem}{suffix}{plot_path.suffix}"
+        shutil.copyfile(plot_path, target)
+        moved[str(plot_path)] = str(target)
     headings = {"bench": f"Teacher vs EM-MoE vs VDD{on} (bench)", "bench_layouts": f"Student layouts{on} (bench)"}
     for key, table in tables.items():
-        table = table.replace(str(pathlib.Path(cfg.output)), str(img))
+        for source, target in moved.items():
+            table = table.replace(source, target)
         update_results(pathlib.Path(cfg.docs, "results.md"), table, key + suffix, headings[key])
     print(f"bench: updated {cfg.docs}/results.md and {img}/")
 
