@@ -72,3 +72,21 @@ def test_bench_mode_table_and_chart_compare_each_policy_with_the_demonstrator(tm
     assert "| VDD-MoE | 1/2 | 0.400 | 0.200 |" in table and "| teacher | 0/2 | 0.400 | n/a |" in table
     plot_mode_proportions(report, tmp_path / "modes.png")
     assert (tmp_path / "modes.png").stat().st_size > 1000
+
+
+def test_bench_docs_of_another_task_keep_the_default_tasks_plots(tmp_path) -> None:
+    """bench update_docs=true for Pushing writes *_pushing plots and sections beside Avoiding's, never over them."""
+    from vdd_ros.cli.bench import BenchConfig, _update_docs
+
+    docs, out = tmp_path / "docs", tmp_path / "runs" / "bench_pushing"
+    (docs / "img").mkdir(parents=True)
+    out.mkdir(parents=True)
+    (docs / "img" / "bench.png").write_bytes(b"avoiding")
+    (docs / "results.md").write_text("# Results\n")
+    (out / "bench.png").write_bytes(b"pushing")
+    cfg = BenchConfig(output=str(out), docs=str(docs), update_docs=True)
+    _update_docs(cfg, "pushing", {"bench": f"Plot: `{out / 'bench.png'}`."}, [out / "bench.png"])
+    assert (docs / "img" / "bench.png").read_bytes() == b"avoiding"
+    assert (docs / "img" / "bench_pushing.png").read_bytes() == b"pushing"
+    text = (docs / "results.md").read_text()
+    assert "Teacher vs EM-MoE vs VDD on Pushing (bench)" in text and f"`{docs / 'img' / 'bench_pushing.png'}`" in text
