@@ -190,19 +190,19 @@ def run(cfg: DemoConfig) -> int:
 
     teacher_dir = root / "teacher_ddpm"
     overrides = {"dataset": str(demos), "output": str(teacher_dir)}
-    if plan.teacher_iterations is not None and cfg.shipped_teacher is None:
+    shipped = cfg.shipped_teacher
+    if plan.teacher_iterations is not None and shipped is None:
         overrides["iterations"] = plan.teacher_iterations
     tcfg = load_config(TeacherTrainConfig, cfg.teacher_config, overrides)
-    shipped = cfg.shipped_teacher
     t = _stage(
         2,
         f"{tcfg.family.upper()} diffusion teacher "
         + (f"shipped in {shipped}" if shipped else f"({tcfg.iterations} iterations)"),
     )
+    step = -1 if shipped is not None else _teacher_step(teacher_dir)
     if shipped is not None:
         _take_shipped_teacher(shipped, demos, teacher_dir)
-    elif _teacher_step(teacher_dir) < tcfg.iterations:
-        step = _teacher_step(teacher_dir)
+    elif step < tcfg.iterations:
         data = load_train_data(tcfg)
         evaluate = rollout_evaluator(data.task, tcfg.eval_episodes, tcfg.seed)
         result = train_teacher(
