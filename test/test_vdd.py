@@ -255,3 +255,17 @@ def test_jitter_uses_the_resolved_obs_noise_and_refuses_an_unresolved_one():
     assert torch.equal(EMTrainer(_moe(2), obs, actions, TrainConfig(iterations=1, obs_noise=0.0))._jitter(obs), obs)
     with pytest.raises(ValueError, match="obs_noise"):
         EMTrainer(_moe(2), obs, actions, TrainConfig(iterations=1))
+
+
+def test_start_fraction_draws_that_share_of_each_batch_from_demonstration_starts():
+    """start_fraction: batches hold at least that share of early windows; it needs the windows' steps."""
+    steps = torch.arange(1000) % 100  # ten demonstrations of 100 windows
+    obs, actions = steps.float().view(1000, 1, 1), torch.zeros(1000, 1, 2)
+    train = TrainConfig(iterations=1, obs_noise=0.0, start_fraction=0.5, start_steps=3)
+    drawn = steps[EMTrainer(_moe(2), obs, actions, train, episode_steps=steps)._data_indices(1000)]
+    early = (drawn < 3).float().mean().item()
+    assert 0.5 <= early < 0.56  # 500 from the starts, and about 3 % of the uniform half
+    off = TrainConfig(iterations=1, obs_noise=0.0)
+    assert (steps[EMTrainer(_moe(2), obs, actions, off)._data_indices(1000)] < 3).float().mean().item() < 0.08
+    with pytest.raises(ValueError, match="episode_steps"):
+        EMTrainer(_moe(2), obs, actions, train)

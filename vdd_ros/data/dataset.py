@@ -202,6 +202,11 @@ def make_windows(ds: DemoDataset, obs_window: int, act_chunk: int) -> tuple[np.n
     return np.concatenate(obs_out), np.concatenate(act_out)
 
 
+def episode_steps(ds: DemoDataset) -> np.ndarray:
+    """Each ``make_windows`` sample's step within its demonstration (N,), in the same order."""
+    return np.concatenate([np.arange(len(obs)) for obs in ds.observations])
+
+
 def dataset_sha256(path: str | os.PathLike[str]) -> str:
     """Hex SHA-256 of the file bytes, so checkpoints can record exactly which data trained them."""
     return sha256_file(path)

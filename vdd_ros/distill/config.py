@@ -21,6 +21,12 @@ class TrainConfig:
         "std of the Gaussian jitter on the normalised states trained on; < 0 = the value the teacher "
         "was trained with (recorded in its checkpoint)",
     )
+    start_fraction: float = knob(
+        0.0,
+        "fraction of each batch (VDD: expert and gating batches) drawn from the first start_steps windows of each "
+        "demonstration, where the demonstrator picks its mode: a few windows among hundreds otherwise",
+    )
+    start_steps: int = knob(4, "how many windows from each demonstration's start start_fraction draws from")
 
 
 @dataclasses.dataclass(frozen=True)

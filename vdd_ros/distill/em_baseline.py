@@ -23,7 +23,7 @@ class EMTrainer(MoETrainer):
     """
 
     def step(self) -> dict[str, float]:
-        idx = self._batch_indices(self.obs.shape[0], self.train_config.batch_size)
+        idx = self._data_indices(self.train_config.batch_size)
         out = self.moe(self._jitter(self.obs[idx]))
         log_comp = expert_log_prob(self.actions[idx].unsqueeze(1), out.mean, out.scale)[:, 0]  # (B, Z)
         with torch.no_grad():

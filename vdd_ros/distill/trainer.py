@@ -45,7 +45,9 @@ class MoETrainer(abc.ABC):
         train: TrainConfig,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        episode_steps: torch.Tensor | None = None,
     ) -> None:
+        """``episode_steps`` (N,): each window's step within its demonstration, for ``train.start_fraction``."""
         device = torch.device(device)
         if train.iterations < 1:
             raise ValueError("iterations must be >= 1")
@@ -57,6 +59,7 @@ class MoETrainer(abc.ABC):
             raise ValueError("obs and actions must hold the same number of windows")
         self.moe = moe.to(device)
         self.device = device
+        self.start_windows = self._start_windows(episode_steps, train)
         # Normalised windows the student itself visited (see add_student_states); empty = dataset only.
         self.student_obs = torch.zeros((0, *self.obs.shape[1:]), dtype=self.obs.dtype, device=device)
         self.train_config = train
@@ -111,6 +114,26 @@ class MoETrainer(abc.ABC):
     def _batch_indices(self, n: int, batch: int) -> torch.Tensor:
         return torch.randint(n, (batch,), generator=self.generator, device=self.device)
 
+    def _start_windows(self, episode_steps: torch.Tensor | None, train: TrainConfig) -> torch.Tensor:
+        """Indices of the windows ``start_fraction`` over-samples (empty when it is off)."""
+        if train.start_fraction <= 0:
+            return torch.zeros(0, dtype=torch.long, device=self.device)
+        if episode_steps is None or episode_steps.shape != (self.obs.shape[0],):
+            raise ValueError("train.start_fraction needs each window's step within its demonstration (episode_steps)")
+        return torch.nonzero(episode_steps.to(self.device) < train.start_steps).flatten()
+
+    def _data_indices(self, batch: int) -> torch.Tensor:
+        """Dataset windows of one batch: ``train.start_fraction`` of it from demonstration starts, the rest uniform.
+
+        The demonstrator picks its mode in the first few windows of each demonstration; drawn
+        uniformly they are under 1 % of a batch, too few for the student to learn the choice there.
+        """
+        k = round(batch * self.train_config.start_fraction) if self.start_windows.numel() else 0
+        uniform = self._batch_indices(self.obs.shape[0], batch - k)
+        if not k:
+            return uniform
+        return torch.cat([uniform, self.start_windows[self._batch_indices(self.start_windows.numel(), k)]])
+
     def add_student_states(self, windows: torch.Tensor, capacity: int) -> None:
         """Append normalised windows (M, T, obs_dim) the student visited, keeping the newest ``capacity``."""
         merged = torch.cat([self.student_obs, windows.to(self.device, self.obs.dtype)])
@@ -123,7 +146,7 @@ class MoETrainer(abc.ABC):
         where the student actually goes -- the covariate shift behaviour cloning cannot fix.
         """
         k = round(batch * student_fraction) if self.student_obs.shape[0] else 0
-        parts = [self.obs[self._batch_indices(self.obs.shape[0], batch - k)]]
+        parts = [self.obs[self._data_indices(batch - k)]]
         if k:
             parts.append(self.student_obs[self._batch_indices(self.student_obs.shape[0], k)])
         return torch.cat(parts)

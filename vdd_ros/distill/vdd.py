@@ -129,9 +129,10 @@ class VDDTrainer(MoETrainer):
         seed: int = 0,
         device: torch.device | str = "cpu",
         use_q_tilde: bool = True,
+        episode_steps: torch.Tensor | None = None,
     ) -> None:
         """``use_q_tilde`` False drops the term that keeps experts apart: the tests' negative control only."""
-        super().__init__(moe, obs, actions, train, seed, torch.device(device))
+        super().__init__(moe, obs, actions, train, seed, torch.device(device), episode_steps)
         self.teacher = teacher.to(self.device).eval().requires_grad_(False)
         self.config = config
         self.use_q_tilde = use_q_tilde
@@ -167,7 +168,7 @@ class VDDTrainer(MoETrainer):
             stats["expert_loss"] = self._update(self.expert_opt, loss, "expert")
         if self.gating_opt is not None:
             for _ in range(cfg.gating_steps):
-                idx = self._batch_indices(self.obs.shape[0], batch)
+                idx = self._data_indices(batch)
                 loss = gating_loss(self.moe, self._jitter(self.obs[idx]), self.actions[idx])
                 stats["gating_loss"] = self._update(self.gating_opt, loss, "gating")
         return stats

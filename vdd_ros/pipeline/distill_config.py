@@ -77,6 +77,8 @@ LIMITS: dict[str, tuple[float, float | None]] = {
     "moe.velocity_gain": (0.0, None),
     "train.iterations": (1, None),
     "train.batch_size": (1, None),
+    "train.start_fraction": (0.0, 1.0),
+    "train.start_steps": (1, None),
     "vdd.samples_per_expert": (1, None),
     "vdd.expert_steps": (1, None),
     "vdd.gating_steps": (0, None),

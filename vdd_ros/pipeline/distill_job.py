@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vdd_ros.data.dataset import DatasetError, content_sha256, dataset_sha256, load_dataset, make_windows
+from vdd_ros.data.dataset import DatasetError, content_sha256, dataset_sha256, episode_steps, load_dataset, make_windows
 from vdd_ros.distill.em_baseline import EMTrainer
 from vdd_ros.distill.trainer import MoETrainer
 from vdd_ros.distill.vdd import VDDTrainer
@@ -70,6 +70,7 @@ class _Inputs:
     meta: TeacherMeta
     obs: torch.Tensor  # (N, T, obs_dim), normalised
     actions: torch.Tensor  # (N, H, act_dim), normalised
+    steps: torch.Tensor  # (N,) each window's step within its demonstration
     teacher_sha: str
     dataset_sha: str
     task_name: str
@@ -130,7 +131,8 @@ def _load_inputs(cfg: DistillJobConfig, device: torch.device) -> _Inputs:
     obs, act = make_windows(ds, meta.obs_window, meta.act_chunk)
     obs_t = torch.from_numpy(meta.obs_norm.normalize(obs))
     act_t = torch.from_numpy(meta.act_norm.normalize(act))
-    return _Inputs(cfg, teacher, meta, obs_t, act_t, teacher_sha, data_sha, task_name, task, notices)
+    steps = torch.from_numpy(episode_steps(ds))
+    return _Inputs(cfg, teacher, meta, obs_t, act_t, steps, teacher_sha, data_sha, task_name, task, notices)
 
 
 def _make_trainer(inputs: _Inputs, device: torch.device, batch_size: int) -> MoETrainer:
@@ -141,8 +143,10 @@ def _make_trainer(inputs: _Inputs, device: torch.device, batch_size: int) -> MoE
     moe.fit_delta_scale(inputs.obs)
     train = dataclasses.replace(cfg.train, batch_size=batch_size)
     if cfg.method == "em":
-        return EMTrainer(moe, inputs.obs, inputs.actions, train, cfg.seed, device)
-    return VDDTrainer(moe, inputs.teacher, inputs.obs, inputs.actions, train, cfg.vdd, cfg.seed, device)
+        return EMTrainer(moe, inputs.obs, inputs.actions, train, cfg.seed, device, inputs.steps)
+    return VDDTrainer(
+        moe, inputs.teacher, inputs.obs, inputs.actions, train, cfg.vdd, cfg.seed, device, episode_steps=inputs.steps
+    )
 
 
 def _contract(inputs: _Inputs, moe: GaussianMoE, iteration: int) -> PolicyContract:
