@@ -34,12 +34,28 @@ STUDENT_KEY = "vdd_ros.student"  # safetensors metadata: GaussianMoE.describe() 
 
 
 def _fold_normalisation(layer: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
-    """W (x - m) / s + b == (W / s) x + (b - (W / s) m): the graph needs no Sub and Div."""
+    """W (x - m) / s + b == (W / s) x + (b - (W / s) m) over the first len(m) inputs: no Sub and Div."""
     folded = copy.deepcopy(layer)
     with torch.no_grad():
-        folded.weight.div_(std)
-        folded.bias.sub_(folded.weight @ mean)
+        weight = folded.weight[:, : mean.numel()]
+        weight.div_(std)
+        folded.bias.sub_(weight @ mean)
     return folded
+
+
+def _direction_map(moe: GaussianMoE, obs_std: torch.Tensor) -> torch.Tensor:
+    """C with raw_window @ C.T == gain * delta_scale * (successive differences of the normalised window).
+
+    The normaliser's mean cancels in a difference and its std folds into C, so the graph computes
+    the direction features as one MatMul and a Tanh instead of Sub, Div, two Slices, Sub and two Muls.
+    """
+    window, dim = moe.shape.obs_window, moe.shape.obs_dim
+    gain = moe.config.velocity_gain * moe.delta_scale.detach().cpu() / obs_std
+    rows = torch.zeros(window - 1, dim, window, dim)
+    for t in range(window - 1):
+        rows[t, :, t + 1] = torch.diag(gain)
+        rows[t, :, t] = -torch.diag(gain)
+    return rows.reshape((window - 1) * dim, window * dim)
 
 
 def _fused_heads(moe: GaussianMoE) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
@@ -66,8 +82,8 @@ class _RawPolicyGraph(nn.Module):
     """(obs raw, gumbel, eps) -> (action raw, expert, gating): what the exported graph computes.
 
     The same function as ``moe`` behind both normalisers, rearranged for a small graph: the
-    observation normaliser is folded into the trunk's input layer (when the trunk reads the
-    flattened window alone) and the two heads are fused.
+    observation normaliser is folded into the trunk's input layer and the direction features'
+    map, and the two heads are fused.
     """
 
     def __init__(self, moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: Normalizer) -> None:
@@ -77,23 +93,23 @@ class _RawPolicyGraph(nn.Module):
         self.act_chunk, self.act_dim, self.num_experts = shape.act_chunk, shape.act_dim, cfg.num_experts
         obs_mean = torch.as_tensor(obs_normalizer.mean, dtype=torch.float32)
         obs_std = torch.as_tensor(obs_normalizer.std, dtype=torch.float32)
-        self.fold_input = cfg.velocity_gain <= 0 or shape.obs_window == 1
-        if self.fold_input:
-            window = shape.obs_window
-            self.trunk_input = _fold_normalisation(moe.trunk.inp, obs_mean.repeat(window), obs_std.repeat(window))
-        else:  # direction features need the normalised window itself
-            self.register_buffer("obs_mean", obs_mean)
-            self.register_buffer("obs_std", obs_std)
+        window = shape.obs_window
+        self.trunk_input = _fold_normalisation(moe.trunk.inp, obs_mean.repeat(window), obs_std.repeat(window))
+        self.directions = cfg.velocity_gain > 0 and window > 1
+        if self.directions:
+            self.register_buffer("direction_map", _direction_map(moe, obs_std))
         self.register_buffer("act_mean", torch.as_tensor(act_normalizer.mean, dtype=torch.float32))
         self.register_buffer("act_std", torch.as_tensor(act_normalizer.std, dtype=torch.float32))
         self.head_in, self.mean_out, self.cov_out = _fused_heads(moe)
         self.head_act = copy.deepcopy(moe.mean_head[1])
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
+        """``moe.features`` of the normalised window, computed from the raw one."""
+        x = obs.flatten(1)
+        if self.directions:
+            x = torch.cat([x, torch.tanh(F.linear(x, self.direction_map))], dim=-1)
         trunk = self.moe.trunk
-        if self.fold_input:
-            return trunk.act(trunk.blocks(self.trunk_input(obs.flatten(1))))
-        return self.moe.features((obs - self.obs_mean) / self.obs_std)
+        return trunk.act(trunk.blocks(self.trunk_input(x)))
 
     def forward(
         self, obs: torch.Tensor, gumbel: torch.Tensor, eps: torch.Tensor
