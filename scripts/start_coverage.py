@@ -3,7 +3,9 @@
 For the first ``--states`` start windows (step 0 of each demonstration) it draws 16 teacher
 chunks per window and reports, for each MoE snapshot, the share of teacher chunks within
 ``--radius`` (normalised action units) of some expert mean, and the mean largest gating
-weight; with ``--plot`` it draws coverage against iteration, one line per run. Snapshots are
+weight, and how often the gating picks an expert whose first chunk heads for the block nearer
+to the pusher (teacher and demonstrations for comparison: the demonstrator prefers it with
+probability 0.75); with ``--plot`` it draws coverage against iteration, one line per run. Snapshots are
 the trainer's ``checkpoint/model-<iteration>.safetensors`` files (the trainer keeps the
 newest two, so copy them aside while a run goes). Diagnostic for docs/results.md ("Pushing").
 Example: start_coverage.py runs/demo_pushing/teacher_ddpm runs/demo_pushing/demos.safetensors
@@ -13,25 +15,55 @@ Example: start_coverage.py runs/demo_pushing/teacher_ddpm runs/demo_pushing/demo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import re
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
 from vdd_ros.data.dataset import episode_steps, load_dataset, make_windows
+from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.moe.policy import GaussianMoE, split_description
+from vdd_ros.tasks.pushing.env import BLOCK_XY
 from vdd_ros.teacher.checkpoint import load_teacher
 
 
-def coverage(moe: GaussianMoE, obs: torch.Tensor, teacher_chunks: torch.Tensor, radius: float) -> tuple[float, float]:
-    """(share of teacher chunks near an expert mean, mean largest gating weight) at these states."""
+def coverage(
+    moe: GaussianMoE, obs: torch.Tensor, teacher_chunks: torch.Tensor, radius: float, nearer: Callable
+) -> tuple[float, float, float]:
+    """(share of teacher chunks near an expert mean, mean largest gating weight, gating mass on
+    experts heading for the nearer block) at these states."""
     with torch.no_grad():
         out = moe(obs)
     nearest = torch.cdist(teacher_chunks, out.mean).min(-1).values
-    return float((nearest < radius).float().mean()), float(out.log_gating.exp().max(-1).values.mean())
+    gating = out.log_gating.exp()
+    to_nearer = float((gating.numpy() * nearer(out.mean)).sum(-1).mean())
+    return float((nearest < radius).float().mean()), float(gating.max(-1).values.mean()), to_nearer
+
+
+def heads_for_nearer(obs: np.ndarray, chunks: torch.Tensor, act_norm: Normalizer) -> np.ndarray:
+    """(N, S): does each of S normalised chunks per raw start window (N, T, obs_dim) approach the
+    block nearer to the pusher more than the other block? Pushing's actions are position deltas."""
+    last = obs[:, -1]
+    steps = act_norm.denormalize(chunks.reshape(*chunks.shape[:2], -1, 2).numpy())
+    desired = last[:, None, 0:2]
+    end = desired + steps.sum(2)
+    approach = np.stack(
+        [
+            np.linalg.norm(desired - last[:, None, c], axis=-1) - np.linalg.norm(end - last[:, None, c], axis=-1)
+            for c in BLOCK_XY
+        ],
+        -1,
+    )  # (N, S, 2): how much nearer each block the chunk ends
+    red_nearer = np.linalg.norm(last[:, 2:4] - last[:, BLOCK_XY[0]], axis=-1) < np.linalg.norm(
+        last[:, 2:4] - last[:, BLOCK_XY[1]], axis=-1
+    )
+    to_red = approach[..., 0] > approach[..., 1]
+    return to_red == red_nearer[:, None]
 
 
 def main() -> None:
@@ -47,22 +79,31 @@ def main() -> None:
     torch.manual_seed(0)
     teacher, meta = load_teacher(args.teacher)
     ds = load_dataset(args.dataset)
-    obs, _ = make_windows(ds, meta.obs_window, meta.act_chunk)
+    obs, act = make_windows(ds, meta.obs_window, meta.act_chunk)
     starts = np.nonzero(episode_steps(ds) == 0)[0][: args.states]
     obs_t = torch.from_numpy(meta.obs_norm.normalize(obs[starts]))
     chunks = torch.stack([teacher.sample(obs_t).flatten(1) for _ in range(16)], 1)
+    nearer = functools.partial(heads_for_nearer, obs[starts], act_norm=meta.act_norm)
+    demo_chunks = torch.from_numpy(meta.act_norm.normalize(act[starts])).flatten(1)[:, None]
+    print(
+        f"first chunk heads for the nearer block: demonstrations {nearer(demo_chunks).mean():.2f}, "
+        f"teacher {nearer(chunks).mean():.2f}"
+    )
     shape, config = split_description(json.loads(pathlib.Path(args.moe_config).read_text()), args.moe_config)
     curves: dict[str, list[tuple[int, float]]] = {}
     for spec in args.runs:
         name, folder = spec.split("=", 1)
-        for path in sorted(pathlib.Path(folder).glob("model-*.safetensors")):
+        for path in sorted(pathlib.Path(folder).glob("model*.safetensors")):
             moe = GaussianMoE(shape, config)
             moe.load_state_dict(load_file(path))
             moe.eval()
-            iteration = int(re.findall(r"\d+", path.name)[-1])
-            share, peak = coverage(moe, obs_t, chunks, args.radius)
+            iteration = int((re.findall(r"\d+", path.name) or [-1])[-1])  # -1: a final model.safetensors
+            share, peak, to_nearer = coverage(moe, obs_t, chunks, args.radius, nearer)
             curves.setdefault(name, []).append((iteration, share))
-            print(f"{name} {iteration}: covered {share:.2f}, largest gating weight {peak:.2f}")
+            print(
+                f"{name} {iteration}: covered {share:.2f}, largest gating weight {peak:.2f}, "
+                f"gating on experts heading for the nearer block {to_nearer:.2f}"
+            )
     if args.plot:
         import matplotlib
 

@@ -58,24 +58,19 @@ def _direction_map(moe: GaussianMoE, obs_std: torch.Tensor) -> torch.Tensor:
     return rows.reshape((window - 1) * dim, window * dim)
 
 
-def _fused_heads(moe: GaussianMoE) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
-    """Mean and covariance heads as one wider first layer and two zero-padded output layers.
+def _fused_head_input(moe: GaussianMoE) -> nn.Linear:
+    """The mean and covariance heads' first layers as one wider layer (one Gemm and one activation).
 
-    Same values; the graph has one Gemm and one activation where it had two of each (node
-    count, not arithmetic, dominates a batch-1 run of a small MLP in onnxruntime).
+    The output layers stay separate, each reading its half of the fused hidden layer: padding
+    them to the full width would double their weights, and at batch 1 the graph's time goes
+    to reading weights and to per-node overhead, not to arithmetic.
     """
-    (m1, _, m2), (c1, _, c2) = moe.mean_head, moe.cov_head
-    hidden = m1.out_features
-    first = nn.Linear(m1.in_features, 2 * hidden)
-    mean_out, cov_out = nn.Linear(2 * hidden, m2.out_features), nn.Linear(2 * hidden, c2.out_features)
+    (m1, _, _), (c1, _, _) = moe.mean_head, moe.cov_head
+    first = nn.Linear(m1.in_features, m1.out_features + c1.out_features)
     with torch.no_grad():
         first.weight.copy_(torch.cat([m1.weight, c1.weight]))
         first.bias.copy_(torch.cat([m1.bias, c1.bias]))
-        mean_out.weight.copy_(F.pad(m2.weight, (0, hidden)))
-        mean_out.bias.copy_(m2.bias)
-        cov_out.weight.copy_(F.pad(c2.weight, (hidden, 0)))
-        cov_out.bias.copy_(c2.bias)
-    return first, mean_out, cov_out
+    return first
 
 
 class _RawPolicyGraph(nn.Module):
@@ -100,8 +95,9 @@ class _RawPolicyGraph(nn.Module):
             self.register_buffer("direction_map", _direction_map(moe, obs_std))
         self.register_buffer("act_mean", torch.as_tensor(act_normalizer.mean, dtype=torch.float32))
         self.register_buffer("act_std", torch.as_tensor(act_normalizer.std, dtype=torch.float32))
-        self.head_in, self.mean_out, self.cov_out = _fused_heads(moe)
+        self.head_in = _fused_head_input(moe)
         self.head_act = copy.deepcopy(moe.mean_head[1])
+        self.head_hidden = cfg.head_hidden
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
         """``moe.features`` of the normalised window, computed from the raw one."""
@@ -115,8 +111,10 @@ class _RawPolicyGraph(nn.Module):
         self, obs: torch.Tensor, gumbel: torch.Tensor, eps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self._features(obs)
-        hidden = self.head_act(self.head_in(feats))
-        means, scales = self.moe.components_from_heads(self.mean_out(hidden), self.cov_out(hidden))
+        mean_hidden, cov_hidden = self.head_act(self.head_in(feats)).split(self.head_hidden, dim=-1)
+        means, scales = self.moe.components_from_heads(
+            self.moe.mean_head[2](mean_hidden), self.moe.cov_head[2](cov_hidden)
+        )
         log_gating = self.moe.log_gating(feats)
         expert = torch.argmax(log_gating + gumbel, dim=-1)
         # Select by a one-hot mask rather than gather + squeeze: same values, and a graph of
