@@ -5,7 +5,9 @@ chunks per window and reports, for each MoE snapshot, the share of teacher chunk
 ``--radius`` (normalised action units) of some expert mean, and the mean largest gating
 weight, and how often the gating picks an expert whose first chunk heads for the block nearer
 to the pusher (teacher and demonstrations for comparison: the demonstrator prefers it with
-probability 0.75); with ``--plot`` it draws coverage against iteration, one line per run. Snapshots are
+probability 0.75); ``--refit-gating STEPS`` also fits a fresh gating to each snapshot's frozen
+experts, which tells a gating that lost the preference from experts that no longer allow it.
+With ``--plot`` it draws coverage and preference against iteration, one line per run. Snapshots are
 the trainer's ``checkpoint/model-<iteration>.safetensors`` files (the trainer keeps the
 newest two, so copy them aside while a run goes). Diagnostic for docs/results.md ("Pushing").
 Example: start_coverage.py runs/demo_pushing/teacher_ddpm runs/demo_pushing/demos.safetensors
@@ -27,7 +29,7 @@ from safetensors.torch import load_file
 
 from vdd_ros.data.dataset import episode_steps, load_dataset, make_windows
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.moe.policy import GaussianMoE, split_description
+from vdd_ros.moe.policy import GaussianMoE, expert_log_prob, split_description
 from vdd_ros.tasks.pushing.env import BLOCK_XY
 from vdd_ros.teacher.checkpoint import load_teacher
 
@@ -66,6 +68,33 @@ def heads_for_nearer(obs: np.ndarray, chunks: torch.Tensor, act_norm: Normalizer
     return to_red == red_nearer[:, None]
 
 
+def refit_gating(
+    moe: GaussianMoE, obs: torch.Tensor, actions: torch.Tensor, starts: torch.Tensor, steps: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A fresh gating on the raw (normalised) window, fitted by the trainer's EM step to dataset
+    actions under these frozen experts: the preference the experts allow a gating to express.
+
+    Batches of 1024 windows, a quarter from ``starts`` (as ``train.start_fraction`` 0.25).
+    """
+    inputs = obs.shape[1] * obs.shape[2]
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(inputs, 128), torch.nn.SiLU(), torch.nn.Linear(128, 128),
+        torch.nn.SiLU(), torch.nn.Linear(128, moe.config.num_experts),
+    )  # fmt: skip
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(steps):
+        batch = torch.cat([starts[torch.randint(len(starts), (256,))], torch.randint(len(obs), (768,))])
+        log_q = torch.log_softmax(net(obs[batch]), -1)
+        with torch.no_grad():
+            out = moe(obs[batch])
+            resp = torch.softmax(expert_log_prob(actions[batch, None], out.mean, out.scale)[:, 0] + log_q, -1)
+        loss = -(resp * log_q).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return lambda windows: torch.softmax(net(windows), -1).detach()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("teacher")
@@ -75,6 +104,10 @@ def main() -> None:
     parser.add_argument("--states", type=int, default=60)
     parser.add_argument("--radius", type=float, default=1.5)
     parser.add_argument("--plot", default="")
+    parser.add_argument(
+        "--refit-gating", type=int, default=0, metavar="STEPS",
+        help="> 0: also fit a fresh gating on each snapshot's frozen experts and report its preference",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(0)
     teacher, meta = load_teacher(args.teacher)
@@ -85,12 +118,13 @@ def main() -> None:
     chunks = torch.stack([teacher.sample(obs_t).flatten(1) for _ in range(16)], 1)
     nearer = functools.partial(heads_for_nearer, obs[starts], act_norm=meta.act_norm)
     demo_chunks = torch.from_numpy(meta.act_norm.normalize(act[starts])).flatten(1)[:, None]
-    print(
-        f"first chunk heads for the nearer block: demonstrations {nearer(demo_chunks).mean():.2f}, "
-        f"teacher {nearer(chunks).mean():.2f}"
-    )
+    references = {"demonstrations": float(nearer(demo_chunks).mean()), "teacher": float(nearer(chunks).mean())}
+    print("first chunk heads for the nearer block: " + ", ".join(f"{k} {v:.2f}" for k, v in references.items()))
+    all_obs = torch.from_numpy(meta.obs_norm.normalize(obs)).float()
+    all_act = torch.from_numpy(meta.act_norm.normalize(act)).flatten(1).float()
+    start_pool = torch.from_numpy(np.nonzero(episode_steps(ds) < 4)[0])
     shape, config = split_description(json.loads(pathlib.Path(args.moe_config).read_text()), args.moe_config)
-    curves: dict[str, list[tuple[int, float]]] = {}
+    curves: dict[str, list[tuple[int, float, float]]] = {}
     for spec in args.runs:
         name, folder = spec.split("=", 1)
         for path in sorted(pathlib.Path(folder).glob("model*.safetensors")):
@@ -99,25 +133,39 @@ def main() -> None:
             moe.eval()
             iteration = int((re.findall(r"\d+", path.name) or [-1])[-1])  # -1: a final model.safetensors
             share, peak, to_nearer = coverage(moe, obs_t, chunks, args.radius, nearer)
-            curves.setdefault(name, []).append((iteration, share))
-            print(
+            curves.setdefault(name, []).append((iteration, share, to_nearer))
+            line = (
                 f"{name} {iteration}: covered {share:.2f}, largest gating weight {peak:.2f}, "
                 f"gating on experts heading for the nearer block {to_nearer:.2f}"
             )
+            if args.refit_gating > 0:
+                gating = refit_gating(moe, all_obs, all_act, start_pool, args.refit_gating)
+                with torch.no_grad():
+                    means = moe(obs_t).mean
+                refit = float((gating(obs_t).numpy() * nearer(means)).sum(-1).mean())
+                line += f", a refitted gating {refit:.2f}"
+            print(line, flush=True)
     if args.plot:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        fig, (cover, prefer) = plt.subplots(1, 2, figsize=(11, 3.8))
         for name, points in curves.items():
-            ax.plot(*zip(*points, strict=True), marker="o", label=name)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(f"teacher chunks within {args.radius:g} of an expert")
-        ax.set_title("start-state mode coverage")
-        ax.set_ylim(0, 1)
-        ax.legend(fontsize=8)
+            iterations, shares, to_nearer = zip(*points, strict=True)
+            cover.plot(iterations, shares, marker="o", label=name)
+            prefer.plot(iterations, to_nearer, marker="o", label=name)
+        for (label, value), style in zip(references.items(), (":", "--"), strict=True):
+            prefer.axhline(value, color="k", linestyle=style, label=f"{label} {value:.2f}")
+        cover.set_ylabel(f"teacher chunks within {args.radius:g} of an expert")
+        cover.set_title("start-state mode coverage")
+        prefer.set_ylabel("gating on nearer-block experts")
+        prefer.set_title("state-dependent preference at the start")
+        for ax in (cover, prefer):
+            ax.set_xlabel("iteration")
+            ax.set_ylim(0, 1)
+            ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -86,3 +87,20 @@ def test_action_filter_clamps_limits_rate_and_rejects_non_finite() -> None:
     assert np.allclose(f.apply(np.array([0.1, -0.1])), [0.03, -0.03])
     assert np.allclose(f.apply(np.array([-0.03, 0.03])), [0.02, -0.02])
     assert f.apply(np.array([np.nan, 0.0])) is None
+
+
+def test_interleaved_timing_alternates_blocks_and_keeps_each_call_count() -> None:
+    """Benchmarks compare policies timed in alternating blocks: no policy gets a quiet spell of its own."""
+    from vdd_ros.runtime.latency import interleaved_samples_ms, time_interleaved
+
+    log: list[str] = []
+    calls = {"slow": (lambda: log.append("slow"), 7), "fast": (lambda: log.append("fast"), 30)}
+    samples = interleaved_samples_ms(calls, rounds=3, warmup=2)
+    assert {k: len(v) for k, v in samples.items()} == {"slow": 7, "fast": 30}
+    timed = log[4:]  # after two warm-up calls of each
+    assert timed.count("slow") == 7 and timed.count("fast") == 30
+    switches = sum(a != b for a, b in itertools.pairwise(timed))
+    assert switches == 5  # three rounds of (slow block, fast block)
+    assert all(np.all(v >= 0) for v in samples.values())
+    stats = time_interleaved({"x": (lambda: None, 10)})["x"]
+    assert 0 <= stats["p50_ms"] <= stats["p99_ms"]

@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import save_file
 
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.pipeline.latency import teacher_onnx_latency
+from vdd_ros.pipeline.latency import teacher_onnx_call
 from vdd_ros.teacher.checkpoint import META_FILE, TeacherMeta, load_teacher, save_teacher, teacher_meta_fields
 from vdd_ros.teacher.config import NetworkConfig, TeacherTrainConfig
 from vdd_ros.teacher.ddpm import DDPMConfig, DDPMTeacher
@@ -189,5 +189,6 @@ def test_onnx_export_matches_torch(tmp_path: pathlib.Path) -> None:
     feed = dict(zip((i.name for i in session.get_inputs()), (noisy.numpy(), obs.numpy(), cond.numpy()), strict=True))
     (out,) = session.run(None, feed)
     np.testing.assert_allclose(out, teacher.net(noisy, obs, cond).detach().numpy(), rtol=1e-4, atol=1e-5)
-    latency = teacher_onnx_latency(TeacherPolicy(teacher, _meta(teacher)), steps=3, repeats=2)
-    assert isinstance(latency, dict), latency  # the unrolled sampler exports too
+    call = teacher_onnx_call(TeacherPolicy(teacher, _meta(teacher)), steps=3)
+    assert callable(call), call  # the unrolled sampler exports too
+    assert call()[0].shape == noisy.shape  # one action chunk, batch 1

@@ -19,13 +19,13 @@ import json
 import pathlib
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vdd_ros.cli.common import output_dir, require_dir, require_file, require_positive, run_tool
-from vdd_ros.runtime.latency import time_calls
+from vdd_ros.runtime.latency import time_interleaved
 from vdd_ros.util.config import knob
 
 if TYPE_CHECKING:
@@ -64,8 +64,8 @@ class BenchConfig:
         return pathlib.Path(self.em or pathlib.Path(self.output, "distill_em"))
 
 
-def moe_latencies(distill_dir: pathlib.Path, repeats: int) -> dict[str, dict[str, float] | str]:
-    """Batch-1 p50/p99 of a distilled MoE: its ONNX graph, and its best/ weights in PyTorch when saved."""
+def moe_calls(distill_dir: pathlib.Path) -> dict[str, Callable[[], object] | str]:
+    """Batch-1 calls of a distilled MoE, to be timed: its ONNX graph, and its best/ weights in PyTorch when saved."""
     import torch
 
     from vdd_ros.moe.policy import GaussianMoE
@@ -76,7 +76,7 @@ def moe_latencies(distill_dir: pathlib.Path, repeats: int) -> dict[str, dict[str
     noise = NoiseSource("mean", 0, c.num_experts, c.act_chunk * c.act_dim)
     obs = np.zeros((1, c.obs_window, c.obs_dim), np.float32)
     gumbel, eps = noise.draw(1)
-    out: dict[str, dict[str, float] | str] = {"onnxruntime": time_calls(lambda: loaded.run(obs, gumbel, eps), repeats)}
+    out: dict[str, Callable[[], object] | str] = {"onnxruntime": lambda: loaded.run(obs, gumbel, eps)}
     best = distill_dir / "best"
     if best.is_dir():
         moe = GaussianMoE.load(best).eval()
@@ -86,10 +86,23 @@ def moe_latencies(distill_dir: pathlib.Path, repeats: int) -> dict[str, dict[str
         def call() -> object:
             return moe(obs_t)
 
-        out["torch"] = time_calls(call, repeats)
+        out["torch"] = call
     else:
         out["torch"] = "no best/ checkpoint saved by this run"
     return out
+
+
+def time_rows(calls: list[dict[str, Callable[[], object] | str]], repeats: list[int]) -> list[dict]:
+    """Each row's latency per runtime; one runtime's calls are timed interleaved, so their ratios are like for like."""
+    timed: list[dict] = [{} for _ in calls]
+    for runtime in ("onnxruntime", "torch"):
+        group = {i: (c[runtime], repeats[i]) for i, c in enumerate(calls) if callable(c[runtime])}
+        for i, lat in time_interleaved(group).items():
+            timed[i][runtime] = lat
+        for i, c in enumerate(calls):
+            if not callable(c[runtime]):
+                timed[i][runtime] = c[runtime]
+    return timed
 
 
 # (activation, width, trunk blocks) of the student layouts whose graph time the bench sweeps.
@@ -103,8 +116,10 @@ LAYOUTS: tuple[tuple[str, int, int], ...] = (
 )
 
 
-def layout_latencies(teacher: TeacherPolicy, teacher_p50_ms: float, repeats: int) -> list[dict]:
-    """Batch-1 onnxruntime time of untrained students of each layout (it depends on the layout, not the weights)."""
+def layout_latencies(teacher: TeacherPolicy, teacher_call: Callable[[], object], repeats: int) -> list[dict]:
+    """Batch-1 onnxruntime time of untrained students of each layout (it depends on the layout, not the
+    weights), timed interleaved with ``teacher_call`` (the teacher's onnxruntime sampler), which a row's
+    speed-up divides by."""
     import onnxruntime as ort
 
     from vdd_ros.export.contract import INPUT_NAMES, OUTPUT_NAMES
@@ -114,24 +129,30 @@ def layout_latencies(teacher: TeacherPolicy, teacher_p50_ms: float, repeats: int
     from vdd_ros.runtime.bound_session import BoundSession
     from vdd_ros.runtime.onnx_policy import session_options
 
-    meta, rows = teacher.meta, []
-    for activation, width, blocks in LAYOUTS:
+    meta = teacher.meta
+    calls: dict[object, tuple[Callable[[], object], int]] = {"teacher": (teacher_call, max(1, repeats // 4))}
+    for layout in LAYOUTS:
+        activation, width, blocks = layout
         cfg = MoEConfig(activation=activation, hidden=width, trunk_blocks=blocks, gating="uniform")
         graph = to_onnx_bytes(GaussianMoE(teacher.teacher.shape, cfg), meta.obs_norm, meta.act_norm)
         session = ort.InferenceSession(graph, session_options(), providers=["CPUExecutionProvider"])
         bound = BoundSession(session, 1, INPUT_NAMES, OUTPUT_NAMES)
         feed = [np.zeros_like(buf) for buf in bound.inputs]
-        lat = time_calls(lambda b=bound, f=feed: b(*f), repeats)
-        rows.append({"activation": activation, "width": width, "blocks": blocks, **lat})
-        rows[-1]["speedup"] = teacher_p50_ms / lat["p50_ms"]
-    return rows
+        calls[layout] = (lambda b=bound, f=feed: b(*f), repeats)
+    timed = time_interleaved(calls)
+    teacher_p50 = timed.pop("teacher")["p50_ms"]
+    return [
+        {"activation": a, "width": w, "blocks": b, **lat, "speedup": teacher_p50 / lat["p50_ms"]}
+        | {"teacher_p50_ms": teacher_p50}
+        for (a, w, b), lat in timed.items()
+    ]
 
 
 def layouts_markdown(rows: list[dict], teacher_row: dict) -> str:
-    t = teacher_row["latency"]["onnxruntime"]
     lines = [
         f"Untrained students of each layout (uniform gating, current export), onnxruntime CPU, 1 thread, "
-        f"batch 1, against `{teacher_row['name']}` in onnxruntime (p50 {t['p50_ms'] * 1e3:.0f} µs).",
+        f"batch 1, against `{teacher_row['name']}` in onnxruntime (p50 {rows[0]['teacher_p50_ms'] * 1e3:.0f} µs, "
+        f"timed interleaved with these graphs).",
         "",
         "| activation | width | trunk blocks | p50 / p99 [µs] | speed-up vs teacher |",
         "|---|---|---|---|---|",
@@ -314,7 +335,7 @@ def run(cfg: BenchConfig) -> int:
     import torch
 
     from vdd_ros.pipeline.evaluate import evaluate_policy, open_policy
-    from vdd_ros.pipeline.latency import teacher_onnx_latency, teacher_torch_latency
+    from vdd_ros.pipeline.latency import teacher_onnx_call, teacher_torch_call
     from vdd_ros.util.files import atomic_write_json, atomic_write_text
     from vdd_ros.util.progress import printer
     from vdd_ros.util.report import machine_name
@@ -325,8 +346,8 @@ def run(cfg: BenchConfig) -> int:
         _fit_em(cfg)
     teacher = open_policy(teacher=cfg.teacher)
     default_steps = teacher.teacher.default_sample_steps
-    rows = []
-    for name, policy, latency in (
+    rows, calls, repeats = [], [], []
+    for name, policy, steps in (
         (f"teacher {teacher.meta.family} {default_steps} steps", teacher, default_steps),
         (f"teacher {teacher.meta.family} 1 step", open_policy(teacher=cfg.teacher, steps=1), 1),
         ("EM-MoE (max. likelihood)", open_policy(str(cfg.em_dir / "policy.onnx")), None),
@@ -337,15 +358,19 @@ def run(cfg: BenchConfig) -> int:
         result = evaluate_policy(
             policy, teacher.meta.task, cfg.episodes, 0, out / f"traj_{slug}.png", name, printer("  ")
         )
-        if latency is not None:
-            lat = {
-                "onnxruntime": teacher_onnx_latency(teacher, latency, cfg.repeats),
-                "torch": teacher_torch_latency(teacher, latency, cfg.repeats),
-            }
+        if steps is not None:
+            ort_call, torch_call = teacher_onnx_call(teacher, steps), teacher_torch_call(teacher, steps)
+            calls.append({"onnxruntime": ort_call, "torch": torch_call})
+            repeats.append(cfg.repeats)
         else:
-            lat = moe_latencies(pathlib.Path(cfg.vdd) if name.startswith("VDD") else cfg.em_dir, cfg.repeats * 4)
-        rows.append({"name": name, **result.to_json_dict(), "latency": lat})
-        print(f"  success {result.success_rate:.3f} entropy {result.entropy:.3f} latency {json.dumps(lat)}", flush=True)
+            calls.append(moe_calls(pathlib.Path(cfg.vdd) if name.startswith("VDD") else cfg.em_dir))
+            repeats.append(4 * cfg.repeats)
+        rows.append({"name": name, **result.to_json_dict()})
+        print(f"  success {result.success_rate:.3f} entropy {result.entropy:.3f}", flush=True)
+    print("bench: batch-1 latency, all policies interleaved ...", flush=True)
+    for row, lat in zip(rows, time_rows(calls, repeats), strict=True):
+        row["latency"] = lat
+        print(f"  {row['name']}: {json.dumps(lat)}", flush=True)
     report = {
         "machine": machine_name(),
         "task": teacher.meta.task,
@@ -361,12 +386,12 @@ def run(cfg: BenchConfig) -> int:
         plots.append(out / "mode_proportions.png")
         plot_mode_proportions(report, plots[-1])
         tables["bench"] += "\n\n" + modes_markdown(report, plots[-1])
-    teacher_ort = rows[0]["latency"]["onnxruntime"]
-    if isinstance(teacher_ort, dict):
+    teacher_ort = calls[0]["onnxruntime"]
+    if callable(teacher_ort):
         print("bench: student layouts (onnxruntime graph time) ...", flush=True)
-        report["layouts"] = layout_latencies(teacher, teacher_ort["p50_ms"], cfg.repeats * 4)
+        report["layouts"] = layout_latencies(teacher, teacher_ort, cfg.repeats * 4)
         plots.append(out / "student_latency.png")
-        plot_layouts(report["layouts"], teacher_ort["p50_ms"], plots[-1])
+        plot_layouts(report["layouts"], report["layouts"][0]["teacher_p50_ms"], plots[-1])
         tables["bench_layouts"] = layouts_markdown(report["layouts"], rows[0]) + f"\n\nPlot: `{plots[-1]}`."
     atomic_write_json(out / "bench.json", report, indent=2)
     atomic_write_text(out / "bench.md", "\n\n".join(tables.values()) + "\n")

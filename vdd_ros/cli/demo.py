@@ -156,8 +156,8 @@ def run(cfg: DemoConfig) -> int:
     from vdd_ros.pipeline.distill_config import DistillJobConfig
     from vdd_ros.pipeline.distill_job import run_distillation
     from vdd_ros.pipeline.evaluate import evaluate_policy, open_policy, rollout_evaluator
-    from vdd_ros.pipeline.latency import teacher_onnx_latency, teacher_torch_call
-    from vdd_ros.runtime.latency import latency_samples_ms
+    from vdd_ros.pipeline.latency import teacher_onnx_call, teacher_torch_call
+    from vdd_ros.runtime.latency import interleaved_samples_ms, percentiles
     from vdd_ros.runtime.onnx_policy import NoiseSource, load_policy
     from vdd_ros.tasks.registry import get_task
     from vdd_ros.teacher.config import TeacherTrainConfig
@@ -254,15 +254,19 @@ def run(cfg: DemoConfig) -> int:
     _stage(5, "batch-1 inference latency on this CPU (1 thread)")
     torch.set_num_threads(1)
     steps = teacher.teacher.default_sample_steps
-    teacher_ms = latency_samples_ms(teacher_torch_call(teacher, steps), 300)
     loaded = load_policy(policy_path)
     c = loaded.contract
     feed = (
         np.zeros((1, c.obs_window, c.obs_dim), np.float32),
         *NoiseSource("mean", 0, c.num_experts, c.act_chunk * c.act_dim).draw(1),
     )
-    moe_ms = latency_samples_ms(lambda: loaded.run(*feed), 2000)
-    teacher_ort = teacher_onnx_latency(teacher, steps, 1000)  # the like-for-like comparison
+    calls = {"teacher": (teacher_torch_call(teacher, steps), 300), "moe": (lambda: loaded.run(*feed), 2000)}
+    teacher_onnx = teacher_onnx_call(teacher, steps)  # the like-for-like comparison
+    if callable(teacher_onnx):
+        calls["teacher_onnx"] = (teacher_onnx, 1000)
+    samples = interleaved_samples_ms(calls)  # all three meet the same machine load
+    teacher_ms, moe_ms = samples["teacher"], samples["moe"]
+    teacher_ort = percentiles(samples["teacher_onnx"]) if "teacher_onnx" in samples else teacher_onnx
 
     t = _stage(6, f"closed loop over ROS 2: controller + task_sim processes, {plan.ros_episodes} episodes")
     from vdd_ros.harness.loop_eval import run_ros_loop

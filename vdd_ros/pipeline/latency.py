@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 
 from vdd_ros.runtime.bound_session import BoundSession
-from vdd_ros.runtime.latency import time_calls
 from vdd_ros.teacher.policy import TeacherPolicy
 
 
@@ -29,8 +28,9 @@ class _UnrolledSampler(torch.nn.Module):
         return self.teacher.sample(obs, steps=self.steps)
 
 
-def teacher_onnx_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dict[str, float] | str:
-    """p50/p99 of the unrolled sampler in onnxruntime (1 thread), or why it could not be exported."""
+def teacher_onnx_call(policy: TeacherPolicy, steps: int) -> Callable[[], object] | str:
+    """One batch-1 action of the unrolled sampler in onnxruntime (1 thread) as a timed callable,
+    or why it could not be exported."""
     import onnxruntime as ort
 
     from vdd_ros.runtime.onnx_policy import session_options
@@ -52,7 +52,7 @@ def teacher_onnx_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dic
         except Exception as exc:  # exporter limitations are reported, not fatal
             return f"not exportable: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     bound, feed = BoundSession(session), obs.numpy()  # the same call path as the MoE's LoadedPolicy.run
-    return time_calls(lambda: bound(feed), repeats)
+    return lambda: bound(feed)
 
 
 def teacher_torch_call(policy: TeacherPolicy, steps: int) -> Callable[[], torch.Tensor]:
@@ -64,8 +64,3 @@ def teacher_torch_call(policy: TeacherPolicy, steps: int) -> Callable[[], torch.
         return policy.teacher.sample(obs, steps=steps)
 
     return call
-
-
-def teacher_torch_latency(policy: TeacherPolicy, steps: int, repeats: int) -> dict[str, float]:
-    """p50/p99 of ``teacher_torch_call``."""
-    return time_calls(teacher_torch_call(policy, steps), repeats)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -20,10 +20,40 @@ def latency_samples_ms(fn: Callable[[], object], repeats: int, warmup: int = 20)
     return samples * 1e3
 
 
-def time_calls(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """p50 and p99 of ``latency_samples_ms``: the figures the benchmarks report."""
-    p50, p99 = np.percentile(latency_samples_ms(fn, repeats), [50, 99])
+def interleaved_samples_ms(
+    calls: Mapping[str, tuple[Callable[[], object], int]], rounds: int = 10, warmup: int = 20
+) -> dict[str, np.ndarray]:
+    """Wall times [ms] of each ``name: (fn, repeats)``, taken in ``rounds`` alternating blocks.
+
+    A shared VM's slow spells last seconds; timed one after the other, two policies meet
+    different ones, and their ratio swings with them (docs/results.md).
+    Interleaved, every policy meets the same machine, so ratios of these figures are like for like.
+    """
+    for fn, _ in calls.values():
+        for _ in range(warmup):
+            fn()
+    blocks: dict[str, list[np.ndarray]] = {name: [] for name in calls}
+    for r in range(rounds):
+        for name, (fn, repeats) in calls.items():
+            count = repeats * (r + 1) // rounds - repeats * r // rounds
+            blocks[name].append(latency_samples_ms(fn, count, warmup=0))
+    return {name: np.concatenate(parts) for name, parts in blocks.items()}
+
+
+def percentiles(samples_ms: np.ndarray) -> dict[str, float]:
+    """The figures the benchmarks report: p50 and p99 [ms]."""
+    p50, p99 = np.percentile(samples_ms, [50, 99])
     return {"p50_ms": float(p50), "p99_ms": float(p99)}
+
+
+def time_calls(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """``percentiles`` of ``latency_samples_ms``."""
+    return percentiles(latency_samples_ms(fn, repeats))
+
+
+def time_interleaved(calls: Mapping[str, tuple[Callable[[], object], int]]) -> dict[str, dict[str, float]]:
+    """``percentiles`` of each call's ``interleaved_samples_ms``."""
+    return {name: percentiles(samples) for name, samples in interleaved_samples_ms(calls).items()}
 
 
 class LatencyWindow:
