@@ -105,20 +105,30 @@ def test_recorded_loop_imports_as_the_episodes_it_ran(start_node, tmp_path: path
 
     results = _episode_results(bag)
     assert [r.episode for r in results] == list(range(EPISODES))
-    cfg = load_config(ImportBagConfig, REPO / "config" / "import_bag_avoiding.yaml", {"episodes.drop_short": True})
+    # A busy machine can stall the real-time simulator for a few hundred ms (seen: 0.28 s with three
+    # test suites and a training run on 2 cores). The 0.1 s staleness guard itself is tested on a
+    # crafted bag (test_import_bag.py::test_gap_above_the_staleness_limit); here a stall is allowed
+    # and each held tick widens the length tolerance below.
+    overrides = {"episodes.drop_short": True, "align.max_staleness_s": 1.0}
+    cfg = load_config(ImportBagConfig, REPO / "config" / "import_bag_avoiding.yaml", overrides)
     imported = import_bags([str(bag)], narrow(cfg, BagMapping))
     ds = imported.imported.dataset
     report = "\n".join(imported.report())
     lengths, steps = np.array([len(a) for a in ds.actions]), np.array([r.steps for r in results])
     assert len(lengths) == EPISODES, report
-    # real time on a shared machine: a stalled simulator step can shift the tick grid by one; the
-    # first episode may also miss the commands sent before the controller discovered the recorder
-    tolerance = np.maximum(2, 0.03 * steps)
+    held = sum(t.filled for t in imported.topics if t.topic == "/observation")
+    assert held <= 0.2 * sum(lengths), f"{held} ticks held: more than a few stalls explain (lost messages?)\n{report}"
+    # real time on a shared machine: a stalled simulator step can shift the tick grid by one (or by
+    # the ticks it held); the first episode may also miss the commands sent before the controller
+    # discovered the recorder
+    tolerance = np.maximum(2, 0.03 * steps) + held
     missed = _first_command_delay_steps(bag, EPISODES, cfg.control_period_s)
     assert np.all(np.abs(lengths[1:] - steps[1:]) <= tolerance[1:]), f"{lengths} vs {steps}\n{report}"
     assert -tolerance[0] <= steps[0] - lengths[0] <= missed + tolerance[0], f"{lengths} vs {steps}, {missed}\n{report}"
-    # every dropped span is a start-up one: the simulator announcing its first episode until the controller answered
-    assert all(" 0 steps" in line for line in imported.imported.skipped), report
+    # every dropped span is a start-up one: the simulator announcing its first episode until the controller
+    # answered (0 steps; 1 when a stall held a tick inside such a span)
+    start_up = (" 0 steps",) if held == 0 else (" 0 steps", " 1 steps")
+    assert all(any(s in line for s in start_up) for line in imported.imported.skipped), report
     aligned = np.concatenate(
         [
             np.abs(np.diff(o[:, :2], axis=0) - np.clip(a[:-1], -MAX_ACTION, MAX_ACTION)).max(axis=1) < 1e-5
@@ -126,4 +136,7 @@ def test_recorded_loop_imports_as_the_episodes_it_ran(start_node, tmp_path: path
         ]
     )
     late = sum(r.late_actions for r in results)
-    assert aligned.mean() >= 0.9, f"{aligned.sum()}/{len(aligned)} rows: next desired = desired + command; {late} late"
+    # a held tick repeats an observation, so its row cannot show the step: only the other rows count
+    counted = len(aligned) - held
+    message = f"{aligned.sum()}/{counted} rows: next desired = desired + command; {late} late"
+    assert aligned.sum() >= 0.9 * counted, message
