@@ -29,7 +29,8 @@ from safetensors.torch import load_file
 
 from vdd_ros.data.dataset import episode_steps, load_dataset, make_windows
 from vdd_ros.data.normalizer import Normalizer
-from vdd_ros.moe.policy import GaussianMoE, expert_log_prob, split_description
+from vdd_ros.distill.vdd import responsibility_cross_entropy
+from vdd_ros.moe.policy import GaussianMoE, split_description
 from vdd_ros.tasks.pushing.env import BLOCK_XY
 from vdd_ros.teacher.checkpoint import load_teacher
 
@@ -84,11 +85,9 @@ def refit_gating(
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     for _ in range(steps):
         batch = torch.cat([starts[torch.randint(len(starts), (256,))], torch.randint(len(obs), (768,))])
-        log_q = torch.log_softmax(net(obs[batch]), -1)
         with torch.no_grad():
             out = moe(obs[batch])
-            resp = torch.softmax(expert_log_prob(actions[batch, None], out.mean, out.scale)[:, 0] + log_q, -1)
-        loss = -(resp * log_q).sum(-1).mean()
+        loss = responsibility_cross_entropy(torch.log_softmax(net(obs[batch]), -1), out.mean, out.scale, actions[batch])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -116,10 +116,12 @@ LAYOUTS: tuple[tuple[str, int, int], ...] = (
 )
 
 
-def layout_latencies(teacher: TeacherPolicy, teacher_call: Callable[[], object], repeats: int) -> list[dict]:
-    """Batch-1 onnxruntime time of untrained students of each layout (it depends on the layout, not the
-    weights), timed interleaved with ``teacher_call`` (the teacher's onnxruntime sampler), which a row's
-    speed-up divides by."""
+def layout_latencies(
+    teacher: TeacherPolicy, teacher_call: Callable[[], object], repeats: int
+) -> tuple[list[dict], float]:
+    """(rows, teacher p50 [ms]): batch-1 onnxruntime time of untrained students of each layout (it depends
+    on the layout, not the weights), timed interleaved with ``teacher_call`` (the teacher's onnxruntime
+    sampler), which a row's speed-up divides by."""
     import onnxruntime as ort
 
     from vdd_ros.export.contract import INPUT_NAMES, OUTPUT_NAMES
@@ -141,17 +143,17 @@ def layout_latencies(teacher: TeacherPolicy, teacher_call: Callable[[], object],
         calls[layout] = (lambda b=bound, f=feed: b(*f), repeats)
     timed = time_interleaved(calls)
     teacher_p50 = timed.pop("teacher")["p50_ms"]
-    return [
+    rows = [
         {"activation": a, "width": w, "blocks": b, **lat, "speedup": teacher_p50 / lat["p50_ms"]}
-        | {"teacher_p50_ms": teacher_p50}
         for (a, w, b), lat in timed.items()
     ]
+    return rows, teacher_p50
 
 
-def layouts_markdown(rows: list[dict], teacher_row: dict) -> str:
+def layouts_markdown(rows: list[dict], teacher_name: str, teacher_p50_ms: float) -> str:
     lines = [
         f"Untrained students of each layout (uniform gating, current export), onnxruntime CPU, 1 thread, "
-        f"batch 1, against `{teacher_row['name']}` in onnxruntime (p50 {rows[0]['teacher_p50_ms'] * 1e3:.0f} µs, "
+        f"batch 1, against `{teacher_name}` in onnxruntime (p50 {teacher_p50_ms * 1e3:.0f} µs, "
         f"timed interleaved with these graphs).",
         "",
         "| activation | width | trunk blocks | p50 / p99 [µs] | speed-up vs teacher |",
@@ -389,10 +391,11 @@ def run(cfg: BenchConfig) -> int:
     teacher_ort = calls[0]["onnxruntime"]
     if callable(teacher_ort):
         print("bench: student layouts (onnxruntime graph time) ...", flush=True)
-        report["layouts"] = layout_latencies(teacher, teacher_ort, cfg.repeats * 4)
+        report["layouts"], report["layouts_teacher_p50_ms"] = layout_latencies(teacher, teacher_ort, cfg.repeats * 4)
         plots.append(out / "student_latency.png")
-        plot_layouts(report["layouts"], report["layouts"][0]["teacher_p50_ms"], plots[-1])
-        tables["bench_layouts"] = layouts_markdown(report["layouts"], rows[0]) + f"\n\nPlot: `{plots[-1]}`."
+        plot_layouts(report["layouts"], report["layouts_teacher_p50_ms"], plots[-1])
+        table = layouts_markdown(report["layouts"], rows[0]["name"], report["layouts_teacher_p50_ms"])
+        tables["bench_layouts"] = table + f"\n\nPlot: `{plots[-1]}`."
     atomic_write_json(out / "bench.json", report, indent=2)
     atomic_write_text(out / "bench.md", "\n\n".join(tables.values()) + "\n")
     print("\n\n".join(tables.values()))

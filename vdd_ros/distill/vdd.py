@@ -101,6 +101,15 @@ def vdd_expert_loss(
     return loss, stats
 
 
+def responsibility_cross_entropy(
+    log_gating: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, actions: torch.Tensor
+) -> torch.Tensor:
+    """-sum_z r_z log q(z|s), r = softmax_z(log N(a; mu_z, Sigma_z) + log q(z|s)) held constant: the EM step."""
+    with torch.no_grad():
+        resp = torch.softmax(expert_log_prob(actions.unsqueeze(1), mean, scale)[:, 0] + log_gating, dim=-1)
+    return -(resp * log_gating).sum(-1).mean()
+
+
 def gating_loss(moe: GaussianMoE, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """EM soft cross-entropy of q(z|s) against responsibilities of dataset actions (B, D).
 
@@ -110,9 +119,7 @@ def gating_loss(moe: GaussianMoE, obs: torch.Tensor, actions: torch.Tensor) -> t
     feats = moe.features(obs)
     with torch.no_grad():
         mean, scale = moe.experts(feats)
-        log_gating = moe.log_gating(feats)
-        resp = torch.softmax(expert_log_prob(actions.unsqueeze(1), mean, scale)[:, 0] + log_gating, dim=-1)
-    return -(resp * moe.log_gating(feats)).sum(-1).mean()
+    return responsibility_cross_entropy(moe.log_gating(feats), mean, scale, actions)
 
 
 class VDDTrainer(MoETrainer):

@@ -46,11 +46,6 @@ def percentiles(samples_ms: np.ndarray) -> dict[str, float]:
     return {"p50_ms": float(p50), "p99_ms": float(p99)}
 
 
-def time_calls(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """``percentiles`` of ``latency_samples_ms``."""
-    return percentiles(latency_samples_ms(fn, repeats))
-
-
 def time_interleaved(calls: Mapping[str, tuple[Callable[[], object], int]]) -> dict[str, dict[str, float]]:
     """``percentiles`` of each call's ``interleaved_samples_ms``."""
     return {name: percentiles(samples) for name, samples in interleaved_samples_ms(calls).items()}
