@@ -255,8 +255,13 @@ def test_uniform_gating_graph_has_constant_shapes(tmp_path):
     moe = GaussianMoE(PolicyShape(OBS_DIM, ACT_DIM, T, H), MoEConfig(num_experts=Z, gating="uniform"))
     path = tmp_path / "uniform.onnx"
     export_policy(moe, _contract("diagonal"), OBS_NORM, ACT_NORM, path)
-    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
-    assert not ops & {"Shape", "If", "Gather", "GatherElements", "Where", "Expand", "ConstantOfShape"}, ops
+    graph = onnx.load(str(path)).graph
+    ops = {node.op_type for node in graph.node}
+    assert not ops & {"Shape", "If", "GatherElements", "Where", "Expand", "ConstantOfShape"}, ops
+    assert not ops & {"OneHot", "ReduceSum", "LogSoftmax", "Exp"}, ops  # diagonal: picked by a row lookup and Gemms
+    constants = {init.name for init in graph.initializer}
+    lookups = [node for node in graph.node if node.op_type == "Gather"]
+    assert [node.input[0] in constants for node in lookups] == [True], "one Gather: the expert's row of a constant"
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(3)
     gumbel = rng.gumbel(size=(5, Z)).astype(np.float32)

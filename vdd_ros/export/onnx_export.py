@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from vdd_ros.data.normalizer import Normalizer
 from vdd_ros.export.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, PolicyContract
-from vdd_ros.moe.policy import GaussianMoE, is_diagonal
+from vdd_ros.moe.policy import GaussianMoE
 from vdd_ros.util.files import write_with_sha256
 
 if TYPE_CHECKING:  # onnx is imported where a graph is written: the torch backend rebuilds the student without it
@@ -73,12 +73,37 @@ def _fused_head_input(moe: GaussianMoE) -> nn.Linear:
     return first
 
 
+def _diagonal_outputs(moe: GaussianMoE, act_mean: torch.Tensor, act_std: torch.Tensor) -> tuple[nn.Linear, nn.Linear]:
+    """The heads' output layers with constants folded into their biases: the mean head's gives
+    mean + act_mean / act_std (so the de-normalising product adds act_mean), the covariance head's
+    gives raw + diag_shift (so softplus of it, plus min_std, is the std)."""
+    mean_out, std_out = copy.deepcopy(moe.mean_head[2]), copy.deepcopy(moe.cov_head[2])
+    with torch.no_grad():
+        mean_out.bias.add_((act_mean / act_std).repeat(moe.config.num_experts))
+        std_out.bias.add_(moe.diag_shift)
+    return mean_out, std_out
+
+
+def _selection_maps(num_experts: int, act_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(masks, collect): row z of masks marks expert z's block of a flat (B, Z*D) head output, and
+    x @ collect sums the marked block back to (B, D) times the action std: the pick and the
+    de-normalisation as a lookup and a matrix product, with no Reshape or ReduceSum in the graph."""
+    d = act_std.numel()
+    masks = torch.kron(torch.eye(num_experts), torch.ones(1, d))
+    collect = torch.kron(torch.ones(num_experts, 1), torch.diag(act_std))
+    return masks, collect
+
+
 class _RawPolicyGraph(nn.Module):
     """(obs raw, gumbel, eps) -> (action raw, expert, gating): what the exported graph computes.
 
     The same function as ``moe`` behind both normalisers, rearranged for a small graph: the
     observation normaliser is folded into the trunk's input layer and the direction features'
-    map, and the two heads are fused.
+    map, the two heads are fused, the expert is drawn from the gating logits (Gumbel-max is
+    invariant to log-softmax's per-state shift, so softmax alone gives the gating output), and
+    with diagonal covariances the chosen expert's mean and std are picked and de-normalised by
+    constant matrix products (``_selection_maps``). At batch 1 a graph's time is per-node
+    overhead and weight reads, not arithmetic (docs/results.md).
     """
 
     def __init__(self, moe: GaussianMoE, obs_normalizer: Normalizer, act_normalizer: Normalizer) -> None:
@@ -93,11 +118,20 @@ class _RawPolicyGraph(nn.Module):
         self.directions = cfg.velocity_gain > 0 and window > 1
         if self.directions:
             self.register_buffer("direction_map", _direction_map(moe, obs_std))
-        self.register_buffer("act_mean", torch.as_tensor(act_normalizer.mean, dtype=torch.float32))
-        self.register_buffer("act_std", torch.as_tensor(act_normalizer.std, dtype=torch.float32))
+        act_mean = torch.as_tensor(act_normalizer.mean, dtype=torch.float32).repeat(shape.act_chunk)
+        act_std = torch.as_tensor(act_normalizer.std, dtype=torch.float32).repeat(shape.act_chunk)
+        self.register_buffer("act_mean", act_mean)
+        self.register_buffer("act_std", act_std)
         self.head_in = _fused_head_input(moe)
         self.head_act = copy.deepcopy(moe.mean_head[1])
         self.head_hidden = cfg.head_hidden
+        self.diagonal = cfg.covariance == "diagonal"
+        if self.diagonal:
+            self.mean_out, self.std_out = _diagonal_outputs(moe, act_mean, act_std)
+            masks, collect = _selection_maps(cfg.num_experts, act_std)
+            self.register_buffer("masks", masks)
+            self.register_buffer("collect", collect)
+            self.register_buffer("min_std", cfg.min_std * act_std)
 
     def _features(self, obs: torch.Tensor) -> torch.Tensor:
         """``moe.features`` of the normalised window, computed from the raw one."""
@@ -107,27 +141,41 @@ class _RawPolicyGraph(nn.Module):
         trunk = self.moe.trunk
         return trunk.act(trunk.blocks(self.trunk_input(x)))
 
+    def _diagonal_draw(
+        self, mean_hidden: torch.Tensor, cov_hidden: torch.Tensor, expert: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        """mu_z + sigma_z * eps in raw units (B, D): a row lookup, two masked products, and a Gemm whose C is
+        the noise term."""
+        mask = F.embedding(expert, self.masks)
+        std = F.linear(F.softplus(self.std_out(cov_hidden)) * mask, self.collect.T, self.min_std)
+        return torch.addmm(std * eps, self.mean_out(mean_hidden) * mask, self.collect)
+
+    def _full_draw(
+        self, mean_hidden: torch.Tensor, cov_hidden: torch.Tensor, expert: torch.Tensor, eps: torch.Tensor
+    ) -> torch.Tensor:
+        """mu_z + L_z eps in raw units (B, D).
+
+        Selected by a one-hot mask rather than gather + squeeze: same values, and a graph of
+        constant shapes (a Shape/Gather/If chain costs more than the matmuls: docs/results.md).
+        """
+        pick = F.one_hot(expert, self.num_experts).to(eps.dtype)
+        means, scales = self.moe.components_from_heads(
+            self.moe.mean_head[2](mean_hidden), self.moe.cov_head[2](cov_hidden)
+        )
+        mean = (means * pick.unsqueeze(-1)).sum(1)
+        scale = (scales * pick.view(-1, self.num_experts, 1, 1)).sum(1)
+        return (mean + (scale @ eps.unsqueeze(-1)).squeeze(-1)) * self.act_std + self.act_mean
+
     def forward(
         self, obs: torch.Tensor, gumbel: torch.Tensor, eps: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self._features(obs)
         mean_hidden, cov_hidden = self.head_act(self.head_in(feats)).split(self.head_hidden, dim=-1)
-        means, scales = self.moe.components_from_heads(
-            self.moe.mean_head[2](mean_hidden), self.moe.cov_head[2](cov_hidden)
-        )
-        log_gating = self.moe.log_gating(feats)
-        expert = torch.argmax(log_gating + gumbel, dim=-1)
-        # Select by a one-hot mask rather than gather + squeeze: same values, and a graph of
-        # constant shapes (a Shape/Gather/If chain costs more than the matmuls: docs/results.md).
-        pick = F.one_hot(expert, self.num_experts).to(means.dtype)
-        mean = (means * pick.unsqueeze(-1)).sum(1)
-        if is_diagonal(scales, means):
-            action = mean + (scales * pick.unsqueeze(-1)).sum(1) * eps
-        else:
-            scale = (scales * pick.view(-1, self.num_experts, 1, 1)).sum(1)
-            action = mean + (scale @ eps.unsqueeze(-1)).squeeze(-1)
-        action = action.view(-1, self.act_chunk, self.act_dim) * self.act_std + self.act_mean
-        return action, expert, log_gating.exp()
+        logits = self.moe.gating_logits(feats)
+        expert = torch.argmax(logits + gumbel, dim=-1)
+        draw = self._diagonal_draw if self.diagonal else self._full_draw
+        action = draw(mean_hidden, cov_hidden, expert, eps)
+        return action.view(-1, self.act_chunk, self.act_dim), expert, torch.softmax(logits, dim=-1)
 
 
 def check_contract(moe: GaussianMoE, contract: PolicyContract) -> None:

@@ -63,7 +63,11 @@ def run_ros_loop(
     namespace: str = "vdd_eval",
     on_progress: OnProgress = ignore,
 ) -> LoopResult:
-    """Run ``episodes`` episodes of ``task`` through controller + simulator processes."""
+    """Run ``episodes`` episodes of ``task`` through controller + simulator processes.
+
+    ``timeout_s``: the longest wait for the next finished episode (start-up included), so a stalled
+    loop fails while a long evaluation may take as long as its episodes need.
+    """
     task = get_task(task)
     log_dir = log_dir or tempfile.mkdtemp(prefix="vdd_loop_")
     ns = f"/{namespace}_{os.getpid()}_{next(_RUNS)}"  # unique per call: no stale results from an earlier run
@@ -96,14 +100,19 @@ def run_ros_loop(
     started = time.monotonic()
     try:
         reported, last_report = 0, started
+        finished, last_finished = 0, started
         while len(results) < episodes:
             executor.spin_once(timeout_sec=0.1)
             for proc in (controller, sim):
                 if not proc.alive():
                     raise RuntimeError(f"{proc.log_path.stem} exited early; log:\n{proc.log()[-2000:]}")
-            if time.monotonic() - started > timeout_s:
-                raise TimeoutError(f"ROS loop: {len(results)}/{episodes} episodes after {timeout_s:.0f} s")
             now = time.monotonic()
+            if len(results) > finished:
+                finished, last_finished = len(results), now
+            elif now - last_finished > timeout_s:
+                raise TimeoutError(
+                    f"ROS loop: {len(results)}/{episodes} episodes, none finished in the last {timeout_s:.0f} s"
+                )
             if len(results) > reported and (len(results) >= reported + max(1, episodes // 8) or now - last_report > 10):
                 reported, last_report = len(results), now
                 on_progress(RolloutProgress(reported, episodes, sum(r.success for r in results)))

@@ -155,11 +155,16 @@ class GaussianMoE(nn.Module):
             x = torch.cat([x, torch.tanh(gain * (obs[:, 1:] - obs[:, :-1]) * self.delta_scale).flatten(1)], dim=-1)
         return self.trunk(x)
 
-    def log_gating(self, feats: torch.Tensor) -> torch.Tensor:
-        """log q(z|s) (B, Z) from trunk features, which are detached here by design."""
+    def gating_logits(self, feats: torch.Tensor) -> torch.Tensor:
+        """log q(z|s) (B, Z) up to a per-state constant, which argmax and softmax ignore; features detached."""
         if self.gating_net is None:  # uniform: a zero-weight linear map, one Gemm in the exported graph
             return F.linear(feats.detach(), self._zero_gating, self._uniform_logits)
-        return torch.log_softmax(self.gating_net(feats.detach()), dim=-1)
+        return self.gating_net(feats.detach())
+
+    def log_gating(self, feats: torch.Tensor) -> torch.Tensor:
+        """log q(z|s) (B, Z) from trunk features (the uniform logits are normalised already)."""
+        logits = self.gating_logits(feats)
+        return logits if self.gating_net is None else torch.log_softmax(logits, dim=-1)
 
     def experts(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means (B, Z, D) and scales of all experts from trunk features."""
