@@ -208,3 +208,38 @@ def test_demo_distils_a_shipped_teacher_only_of_its_own_demonstrations(tmp_path:
         _take_shipped_teacher(shipped, files[0], tmp_path / "broken")
     assert DemoConfig(task="pushing", train_teacher=True).shipped_teacher is None
     assert DemoConfig(task="avoiding").shipped_teacher is None  # Avoiding's teacher trains within the demo
+
+
+def test_demo_summary_puts_the_loop_rate_beside_the_in_process_one_with_its_standard_error(capsys) -> None:
+    """48 loop episodes cannot resolve a few points: the summary says how far apart the two rates are, in SE."""
+    from vdd_ros.cli.demo import _print_summary
+
+    quality = {"success_rate": 0.8375, "entropy": 0.99}
+    report = {
+        "machine": "test",
+        "total_seconds": 1.0,
+        "task": "pushing",
+        "episodes": 480,
+        "teacher": {**quality, "name": "EDM teacher", "steps": 16},
+        "vdd": quality,
+        "latency_ms": {
+            "vdd_p50": 0.1,
+            "vdd_p99": 0.2,
+            "teacher_onnxruntime": "not exportable",
+            "speedup_same_runtime_p50": None,
+            "teacher_p50": 10.0,
+            "speedup_vs_pytorch_teacher_p50": 100.0,
+        },
+        "ros_loop": {
+            "episodes": 48,
+            "success_rate": 0.875,
+            "obs_to_action_p50_ms": 1.0,
+            "obs_to_action_p99_ms": 2.0,
+            "late_actions": 0,
+        },
+        "policy": "p.onnx",
+        "plots": {},
+    }
+    _print_summary(report)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "against in process" in x)
+    assert "(0.838, 480 rollouts): +0.037" in line and "standard error of the loop's figure 0.048" in line

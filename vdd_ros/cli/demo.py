@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import sys
 import time
@@ -337,6 +338,12 @@ def _print_summary(r: dict) -> None:
         f"ROS loop ({loop['episodes']} episodes over DDS): success {loop['success_rate']:.3f}, "
         f"obs->action p50 {loop['obs_to_action_p50_ms']:.2f} ms, p99 {loop['obs_to_action_p99_ms']:.2f} ms, "
         f"late actions {loop['late_actions']}"
+    )
+    rate, n = loop["success_rate"], loop["episodes"]
+    print(  # a binomial rate over a few dozen episodes cannot resolve a few points
+        f"  against in process ({r['vdd']['success_rate']:.3f}, {r['episodes']} rollouts): "
+        f"{rate - r['vdd']['success_rate']:+.3f}, one standard error of the loop's figure "
+        f"{math.sqrt(rate * (1 - rate) / n):.3f} (more: evaluate policy=... ros=true episodes=N)"
     )
     print(f"policy: {r['policy']}")
     for name, path in r["plots"].items():
