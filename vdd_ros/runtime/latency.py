@@ -74,8 +74,8 @@ class LatencyWindow:
         if n == 0:
             return float("nan"), float("nan"), float("nan")
         data = self._buf[:n] * 1e3
-        p50, p99 = np.percentile(data, [50, 99])
-        return float(p50), float(p99), float(data.max())
+        figures = percentiles(data)
+        return figures["p50_ms"], figures["p99_ms"], float(data.max())
 
     def drain_summary_ms(self) -> tuple[float, float, float]:
         """``summary_ms`` of the samples so far, then start a new report window."""
