@@ -1,6 +1,7 @@
-"""Start the vdd_ros controller, optionally with the Avoiding simulator beside it.
+"""Start the vdd_ros controller, optionally with a task simulator beside it.
 
 ros2 launch vdd_ros controller.launch.py use_sim:=true
+ros2 launch vdd_ros controller.launch.py use_sim:=true task:=pushing policy:=runs/demo_pushing/distill_vdd/policy.onnx
 ros2 launch vdd_ros controller.launch.py policy:=/path/to/policy.onnx namespace:=arm
 ros2 launch vdd_ros controller.launch.py policy:=P.onnx observation_topic:=/joint_states \
     command_topic:=/forward_position_controller/commands       # a robot's own topics
@@ -75,7 +76,7 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "sim_params_file",
                 default_value=os.path.join(share, "config", "avoiding_sim.yaml"),
-                description="avoiding_sim parameters",
+                description="simulator parameters",
             ),
             DeclareLaunchArgument("namespace", default_value="", description="namespace of both nodes"),
             DeclareLaunchArgument(
@@ -91,16 +92,21 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "use_sim",
                 default_value="false",
-                description="also start avoiding_sim (the controller then ticks on its observations)",
+                description="also start a task simulator (the controller then ticks on its observations)",
+            ),
+            DeclareLaunchArgument(
+                "task",
+                default_value="avoiding",
+                description="the simulated task with use_sim:=true (overrides sim_params_file's); pass a policy of it",
             ),
             _controller(controller_params, UnlessCondition(use_sim)),
             _controller([*controller_params, SIM_PAIRING_PARAMS], IfCondition(use_sim)),
             Node(
                 package="vdd_ros",
-                executable="avoiding_sim",
-                name="avoiding_sim",
+                executable="task_sim",
+                name="task_sim",
                 namespace=namespace,
-                parameters=[sim_params_file],
+                parameters=[sim_params_file, {"task": LaunchConfiguration("task")}],
                 output="screen",
                 condition=IfCondition(use_sim),
             ),

@@ -28,7 +28,7 @@ def test_launch_file_references_installed_executables_and_config() -> None:
     from ament_index_python.packages import get_package_prefix, get_package_share_directory
 
     nodes = _launch_nodes()
-    assert {n["executable"] for n in nodes} == {"controller", "avoiding_sim"}
+    assert {n["executable"] for n in nodes} == {"controller", "task_sim"}
     prefix = pathlib.Path(get_package_prefix("vdd_ros"))
     for node in nodes:
         assert node["package"] == "vdd_ros"
@@ -43,6 +43,7 @@ def test_launch_file_references_installed_executables_and_config() -> None:
         "sim_params_file",
         "namespace",
         "use_sim",
+        "task",
         "observation_topic",
         "command_topic",
     }
