@@ -19,10 +19,12 @@ from vdd_ros.export.random_policy import export_random_policy
 
 
 def _reroute(model: onnx.ModelProto, output: str) -> str:
-    """Rename the node output ``output`` to a fresh internal name; the caller re-produces ``output``."""
+    """Rename the tensor ``output`` to a fresh internal name, for its producer and the graph's own readers
+    (the graph keeps computing as before); the caller re-produces ``output`` for the graph output only."""
     inner = f"{output}_inner"
     for node in model.graph.node:
         node.output[:] = [inner if o == output else o for o in node.output]
+        node.input[:] = [inner if i == output else i for i in node.input]
     return inner
 
 
