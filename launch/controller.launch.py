@@ -8,7 +8,8 @@ ros2 launch vdd_ros controller.launch.py policy:=P.onnx observation_topic:=/join
 
 Pairing rule: with use_sim:=true the controller runs with sync_to_observations: true (one action per
 observation; fixed-phase ticks can lock just behind the sim's steps and make every action late);
-with use_sim:=false the params_file decides. If the controller exits, the whole launch shuts down.
+with use_sim:=false the params_file decides. If the controller or the simulator exits (e.g. a refused
+start), the whole launch shuts down.
 """
 
 import os
@@ -30,10 +31,10 @@ SIM_PAIRING_PARAMS = {"sync_to_observations": True}
 
 
 def _end_launch(event: ProcessExited, context: LaunchContext) -> list[Action] | None:
-    """The controller's on_exit: shut the whole launch down (nothing to add if it is already ending)."""
+    """A node's on_exit: shut the whole launch down (nothing to add if it is already ending)."""
     if context.is_shutdown:  # Ctrl-C or another shutdown stopped the controller
         return None
-    reason = f"vdd_controller exited with code {event.returncode}; shutting the launch down"
+    reason = f"{event.action.name} exited with code {event.returncode}; shutting the launch down"
     return [LogInfo(msg=reason), Shutdown(reason=reason)]
 
 
@@ -109,6 +110,7 @@ def generate_launch_description() -> LaunchDescription:
                 parameters=[sim_params_file, {"task": LaunchConfiguration("task")}],
                 output="screen",
                 condition=IfCondition(use_sim),
+                on_exit=_end_launch,
             ),
         ]
     )
