@@ -61,15 +61,19 @@ def test_bench_mode_table_and_chart_compare_each_policy_with_the_demonstrator(tm
         "contexts": 2,
         "context_entropy": 0.4,
         "preference_gap": 0.2,
+        "nearer_first_share": 0.75,
+        "shorter_assignment_share": 0.5,
         "context_mode_proportions": [[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]],
         "expert_mode_probabilities": expected,
     }
-    never = {**row, "name": "teacher", "preference_gap": None, "context_mode_proportions": [[0.0] * 4] * 2}
+    never = {**row, "name": "teacher", "context_mode_proportions": [[0.0] * 4] * 2}
+    never.update(preference_gap=None, nearer_first_share=None, shorter_assignment_share=None)
     assert _mean_proportions(row).tolist() == [0.5, 0.5, 0.0, 0.0]
     assert _mean_proportions(never).tolist() == [0.0] * 4
     report = {"task": "pushing", "rows": [never, row]}
     table = modes_markdown(report, tmp_path / "modes.png")
-    assert "| VDD-MoE | 1/2 | 0.400 | 0.200 |" in table and "| teacher | 0/2 | 0.400 | n/a |" in table
+    assert "| VDD-MoE | 1/2 | 0.400 | 0.200 | 0.750 | 0.500 |" in table
+    assert "| teacher | 0/2 | 0.400 | n/a | n/a | n/a |" in table
     plot_mode_proportions(report, tmp_path / "modes.png")
     assert (tmp_path / "modes.png").stat().st_size > 1000
 

@@ -15,8 +15,8 @@ from vdd_ros.tasks.metrics import (
     context_preference_gap_floor,
 )
 from vdd_ros.tasks.pushing.env import BLOCK_XY, MAX_ACTION, PUSHER_START, PushingEnv, yaw_features
-from vdd_ros.tasks.pushing.expert import PushingExpertPolicy, mode_probabilities
-from vdd_ros.tasks.pushing.readout import MODE_NAMES, ZONES, mode_from_blocks
+from vdd_ros.tasks.pushing.expert import PushingExpertPolicy, mode_probabilities, preferences_followed
+from vdd_ros.tasks.pushing.readout import MODE_NAMES, ZONES, mode_from_blocks, mode_index
 from vdd_ros.tasks.registry import get_task, task_names
 from vdd_ros.tasks.rollout import run_rollouts
 
@@ -116,6 +116,22 @@ def test_expert_preferences_are_unequal_and_depend_on_the_start() -> None:
     policy.act(np.repeat(obs, 4000, axis=0))
     freq = np.bincount(policy.chosen, minlength=4) / 4000
     np.testing.assert_allclose(freq, p[0], atol=0.03)
+    followed = preferences_followed(policy.chosen, np.repeat(p[:1], 4000, axis=0))
+    np.testing.assert_allclose(followed, [0.75, 0.65], atol=0.03)
+
+
+def test_preferences_followed_splits_the_gap_into_the_two_choices() -> None:
+    """Red nearer and direct shorter in CONTEXT, the reverse in its mirror; unlabelled episodes do not count."""
+    pusher = np.tile(PUSHER_START, (2, 1))
+    p = mode_probabilities(pusher, np.stack([CONTEXT[:, :2], CONTEXT[::-1, :2]]))
+    red_direct, green_swapped = int(mode_index(False, False)), int(mode_index(True, True))
+    green_direct = int(mode_index(True, False))
+    modes = np.array([red_direct, green_swapped, green_direct, NO_MODE])
+    probs = p[[0, 1, 0, 0]]
+    # the green-first episode in CONTEXT pushed the farther block first
+    assert preferences_followed(modes, probs) == pytest.approx((2 / 3, 1.0))
+    assert preferences_followed(np.array([green_swapped]), p[:1]) == (0.0, 0.0)
+    assert all(math.isnan(x) for x in preferences_followed(np.array([NO_MODE]), p[:1]))
 
 
 def test_expert_rollouts_succeed_with_context_metrics(tmp_path) -> None:
@@ -124,6 +140,7 @@ def test_expert_rollouts_succeed_with_context_metrics(tmp_path) -> None:
     extras = result.extras
     assert extras["contexts"] == 1 and extras["one_block_rate"] == 1.0
     assert 0.0 <= extras["context_entropy"] <= 1.0 and 0.0 <= extras["preference_gap"] <= 1.0
+    assert 0.0 <= extras["nearer_first_share"] <= 1.0 and 0.0 <= extras["shorter_assignment_share"] <= 1.0
     np.testing.assert_allclose(np.sum(extras["expert_mode_probabilities"], axis=1), 1.0)
     result.plot(tmp_path / "traj.png")
     assert (tmp_path / "traj.png").read_bytes()[:4] == b"\x89PNG"

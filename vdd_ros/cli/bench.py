@@ -252,21 +252,34 @@ def _mean_proportions(row: dict) -> np.ndarray:
 
 
 def modes_markdown(report: dict, path: pathlib.Path) -> str:
+    from vdd_ros.tasks.pushing.expert import NEARER_FIRST_PROB, SHORTER_ASSIGNMENT_PROB
+
     rows = report["rows"]
     lines = [
         "Mode proportions per context against the demonstrator's (its probabilities at each start): "
         "`preference_gap` is their total-variation distance averaged over the contexts a policy solved; "
-        "`context_entropy` is D3IL's per-context entropy (unsolved contexts count 0).",
+        "`context_entropy` is D3IL's per-context entropy (unsolved contexts count 0). The last two columns "
+        "split the gap into the demonstrator's two choices: the shares of successes that pushed the nearer "
+        f"block first (demonstrator: {NEARER_FIRST_PROB}) and chose the shorter assignment "
+        f"(demonstrator: {SHORTER_ASSIGNMENT_PROB}).",
         "",
-        "| policy | contexts solved | context entropy | preference gap |",
-        "|---|---|---|---|",
+        "| policy | contexts solved | context entropy | preference gap | nearer first | shorter assignment |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         solved = int(_solved(r).sum())
-        gap = "n/a" if r.get("preference_gap") is None else f"{r['preference_gap']:.3f}"
-        lines.append(f"| {r['name']} | {solved}/{r['contexts']} | {r['context_entropy']:.3f} | {gap} |")
+        gap, nearer, shorter = (
+            _figure(r, k) for k in ("preference_gap", "nearer_first_share", "shorter_assignment_share")
+        )
+        cells = [r["name"], f"{solved}/{r['contexts']}", f"{r['context_entropy']:.3f}", gap, nearer, shorter]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Plot: `{path}`."]
     return "\n".join(lines)
+
+
+def _figure(row: dict, key: str) -> str:
+    """A row's figure to three decimals, n/a where the policy had nothing to measure it on."""
+    return "n/a" if row.get(key) is None else f"{row[key]:.3f}"
 
 
 def plot_mode_proportions(report: dict, path: pathlib.Path) -> None:

@@ -28,7 +28,7 @@ from vdd_ros.tasks.pushing.env import (
     PUSHER_RADIUS,
     PushingEnv,
 )
-from vdd_ros.tasks.pushing.readout import GREEN, NUM_MODES, RED, ZONES, mode_index
+from vdd_ros.tasks.pushing.readout import GREEN, NUM_MODES, RED, ZONES, mode_choices, mode_index
 from vdd_ros.util.config import knob
 
 NEARER_FIRST_PROB = 0.75
@@ -79,6 +79,26 @@ def mode_probabilities(pusher_xy: np.ndarray, blocks_xy: np.ndarray) -> np.ndarr
             ps = p_swapped if swap else 1 - p_swapped
             probs[:, mode_index(green_first, swap)] = pg * ps
     return probs
+
+
+def preferences_followed(modes: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """Shares of labelled episodes that took the nearer block first and the shorter assignment.
+
+    ``modes`` (n,) are the episodes' labels (NO_MODE left out) and ``probs`` (n, 4) the expert's
+    ``mode_probabilities`` at each episode's start. The expert scores NEARER_FIRST_PROB and
+    SHORTER_ASSIGNMENT_PROB; a policy's per-context preference gap splits into these two
+    decisions, so they say which of them a student gets wrong. NaN when no episode is labelled.
+    """
+    modes = np.asarray(modes, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    labelled = modes != NO_MODE
+    if not labelled.any():
+        return math.nan, math.nan
+    modes, probs = modes[labelled], probs[labelled]
+    green_first_preferred = probs[:, [mode_index(1, 0), mode_index(1, 1)]].sum(axis=1) > 0.5
+    swapped_preferred = probs[:, [mode_index(0, 1), mode_index(1, 1)]].sum(axis=1) > 0.5
+    green_first, swapped = mode_choices(modes)
+    return float(np.mean(green_first == green_first_preferred)), float(np.mean(swapped == swapped_preferred))
 
 
 def mode_probabilities_from_obs(obs: np.ndarray) -> np.ndarray:

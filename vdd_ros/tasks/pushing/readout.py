@@ -24,6 +24,12 @@ def mode_index(green_first: np.ndarray | bool, swapped: np.ndarray | bool) -> np
     return 2 * np.asarray(swapped, dtype=np.int64) + np.asarray(green_first, dtype=np.int64)
 
 
+def mode_choices(mode: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(green_first, swapped) bool arrays of mode label(s): the inverse of ``mode_index``."""
+    mode = np.asarray(mode, dtype=np.int64)
+    return mode % 2 == 1, mode // 2 == 1
+
+
 def in_zones(blocks_xy: np.ndarray) -> np.ndarray:
     """(n, block, zone) bool: block centre within SUCCESS_RADIUS of the zone centre; blocks_xy is (n, 2, 2)."""
     d = np.linalg.norm(blocks_xy[:, :, None, :] - ZONES[None, None, :, :], axis=-1)

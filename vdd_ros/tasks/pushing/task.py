@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from vdd_ros.tasks.base import ROLLOUTS_PER_CONTEXT, Demo, Task
+from vdd_ros.tasks.base import NO_MODE, ROLLOUTS_PER_CONTEXT, Demo, Task
 from vdd_ros.tasks.metrics import (
     context_entropy,
     context_mode_counts,
@@ -29,6 +29,7 @@ from vdd_ros.tasks.pushing.expert import (
     generate_demos,
     mode_probabilities,
     mode_probabilities_from_obs,
+    preferences_followed,
 )
 from vdd_ros.tasks.pushing.readout import MODE_NAMES, NUM_MODES
 
@@ -63,18 +64,25 @@ class PushingTask(Task):
         """D3IL's per-context entropy, per-context mode proportions against the expert's preferences, IBC's p1.
 
         Contexts are the distinct initial block poses (16 rollouts each by default). The
-        preference gap comes with the floor sampling alone gives at the same success counts.
+        preference gap comes with the floor sampling alone gives at the same success counts, and
+        with the shares of successes that followed each of the expert's two preferences.
         """
-        contexts, counts = context_mode_counts(final.context, np.where(final.success, final.mode, -1), NUM_MODES)
+        labels = np.where(final.success, final.mode, NO_MODE)
+        contexts, counts = context_mode_counts(final.context, labels, NUM_MODES)
         blocks_xy = contexts.reshape(-1, 2, 3)[:, :, :2]
         expected = mode_probabilities(np.tile(PUSHER_START, (len(contexts), 1)), blocks_xy)
         totals = counts.sum(axis=1, keepdims=True)
         gap, floor = context_preference_gap(counts, expected), context_preference_gap_floor(counts, expected)
+        episode_xy = final.context.reshape(-1, 2, 3)[:, :, :2]
+        start = np.tile(PUSHER_START, (len(episode_xy), 1))
+        nearer_first, shorter = preferences_followed(labels, mode_probabilities(start, episode_xy))
         return {
             "contexts": len(contexts),
             "context_entropy": context_entropy(counts),
             "preference_gap": None if np.isnan(gap) else gap,
             "preference_gap_floor": None if np.isnan(floor) else floor,
+            "nearer_first_share": None if np.isnan(nearer_first) else nearer_first,
+            "shorter_assignment_share": None if np.isnan(shorter) else shorter,
             "one_block_rate": float(np.mean(final.blocks_in_zone >= 1)),
             "context_mode_proportions": np.divide(counts, np.maximum(totals, 1)).round(4).tolist(),
             "expert_mode_probabilities": expected.round(4).tolist(),
