@@ -116,22 +116,22 @@ def test_expert_preferences_are_unequal_and_depend_on_the_start() -> None:
     policy.act(np.repeat(obs, 4000, axis=0))
     freq = np.bincount(policy.chosen, minlength=4) / 4000
     np.testing.assert_allclose(freq, p[0], atol=0.03)
-    followed = preferences_followed(policy.chosen, np.repeat(p[:1], 4000, axis=0))
+    starts = np.repeat(CONTEXT[None, :, :2], 4000, axis=0)
+    followed = preferences_followed(policy.chosen, np.tile(PUSHER_START, (4000, 1)), starts)
     np.testing.assert_allclose(followed, [0.75, 0.65], atol=0.03)
 
 
 def test_preferences_followed_splits_the_gap_into_the_two_choices() -> None:
     """Red nearer and direct shorter in CONTEXT, the reverse in its mirror; unlabelled episodes do not count."""
-    pusher = np.tile(PUSHER_START, (2, 1))
-    p = mode_probabilities(pusher, np.stack([CONTEXT[:, :2], CONTEXT[::-1, :2]]))
+    blocks = np.stack([CONTEXT[:, :2], CONTEXT[::-1, :2]])
     red_direct, green_swapped = int(mode_index(False, False)), int(mode_index(True, True))
     green_direct = int(mode_index(True, False))
     modes = np.array([red_direct, green_swapped, green_direct, NO_MODE])
-    probs = p[[0, 1, 0, 0]]
+    starts, one = blocks[[0, 1, 0, 0]], PUSHER_START[None]
     # the green-first episode in CONTEXT pushed the farther block first
-    assert preferences_followed(modes, probs) == pytest.approx((2 / 3, 1.0))
-    assert preferences_followed(np.array([green_swapped]), p[:1]) == (0.0, 0.0)
-    assert all(math.isnan(x) for x in preferences_followed(np.array([NO_MODE]), p[:1]))
+    assert preferences_followed(modes, np.tile(PUSHER_START, (4, 1)), starts) == pytest.approx((2 / 3, 1.0))
+    assert preferences_followed(np.array([green_swapped]), one, blocks[:1]) == (0.0, 0.0)
+    assert all(math.isnan(x) for x in preferences_followed(np.array([NO_MODE]), one, blocks[:1]))
 
 
 def test_expert_rollouts_succeed_with_context_metrics(tmp_path) -> None:

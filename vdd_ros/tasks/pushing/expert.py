@@ -63,16 +63,26 @@ class PushingExpertConfig:
     )
 
 
-def mode_probabilities(pusher_xy: np.ndarray, blocks_xy: np.ndarray) -> np.ndarray:
-    """(n, 4) the expert's mode probabilities given the pusher (n, 2) and red/green block centres (n, 2, 2)."""
+def preferred_choices(pusher_xy: np.ndarray, blocks_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(green_first, swapped) bool (n,): the choices the expert prefers given the pusher (n, 2) and blocks (n, 2, 2).
+
+    Green first where the green block is nearer to the pusher; swapped where the swapped
+    assignment needs the shorter total push.
+    """
     pusher_xy = np.asarray(pusher_xy, dtype=np.float64).reshape(-1, 2)
     blocks_xy = np.asarray(blocks_xy, dtype=np.float64).reshape(-1, 2, 2)
     reach = np.linalg.norm(blocks_xy - pusher_xy[:, None, :], axis=-1)
-    p_green_first = np.where(reach[:, GREEN] < reach[:, RED], NEARER_FIRST_PROB, 1 - NEARER_FIRST_PROB)
     direct = np.linalg.norm(blocks_xy - ZONES[None], axis=-1).sum(axis=1)
     swapped = np.linalg.norm(blocks_xy - ZONES[None, ::-1], axis=-1).sum(axis=1)
-    p_swapped = np.where(swapped < direct, SHORTER_ASSIGNMENT_PROB, 1 - SHORTER_ASSIGNMENT_PROB)
-    probs = np.empty((len(pusher_xy), NUM_MODES))
+    return reach[:, GREEN] < reach[:, RED], swapped < direct
+
+
+def mode_probabilities(pusher_xy: np.ndarray, blocks_xy: np.ndarray) -> np.ndarray:
+    """(n, 4) the expert's mode probabilities given the pusher (n, 2) and red/green block centres (n, 2, 2)."""
+    green_first_preferred, swapped_preferred = preferred_choices(pusher_xy, blocks_xy)
+    p_green_first = np.where(green_first_preferred, NEARER_FIRST_PROB, 1 - NEARER_FIRST_PROB)
+    p_swapped = np.where(swapped_preferred, SHORTER_ASSIGNMENT_PROB, 1 - SHORTER_ASSIGNMENT_PROB)
+    probs = np.empty((len(p_green_first), NUM_MODES))
     for green_first in (0, 1):
         for swap in (0, 1):
             pg = p_green_first if green_first else 1 - p_green_first
@@ -81,24 +91,24 @@ def mode_probabilities(pusher_xy: np.ndarray, blocks_xy: np.ndarray) -> np.ndarr
     return probs
 
 
-def preferences_followed(modes: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+def preferences_followed(modes: np.ndarray, pusher_xy: np.ndarray, blocks_xy: np.ndarray) -> tuple[float, float]:
     """Shares of labelled episodes that took the nearer block first and the shorter assignment.
 
-    ``modes`` (n,) are the episodes' labels (NO_MODE left out) and ``probs`` (n, 4) the expert's
-    ``mode_probabilities`` at each episode's start. The expert scores NEARER_FIRST_PROB and
+    ``modes`` (n,) are the episodes' labels (NO_MODE left out), ``pusher_xy`` (n, 2) and
+    ``blocks_xy`` (n, 2, 2) each episode's start. The expert scores NEARER_FIRST_PROB and
     SHORTER_ASSIGNMENT_PROB; a policy's per-context preference gap splits into these two
     decisions, so they say which of them a student gets wrong. NaN when no episode is labelled.
     """
     modes = np.asarray(modes, dtype=np.int64)
-    probs = np.asarray(probs, dtype=np.float64)
     labelled = modes != NO_MODE
     if not labelled.any():
         return math.nan, math.nan
-    modes, probs = modes[labelled], probs[labelled]
-    green_first_preferred = probs[:, [mode_index(1, 0), mode_index(1, 1)]].sum(axis=1) > 0.5
-    swapped_preferred = probs[:, [mode_index(0, 1), mode_index(1, 1)]].sum(axis=1) > 0.5
-    green_first, swapped = mode_choices(modes)
-    return float(np.mean(green_first == green_first_preferred)), float(np.mean(swapped == swapped_preferred))
+    green_first_preferred, swapped_preferred = preferred_choices(pusher_xy, blocks_xy)
+    green_first, swapped = mode_choices(modes[labelled])
+    return (
+        float(np.mean(green_first == green_first_preferred[labelled])),
+        float(np.mean(swapped == swapped_preferred[labelled])),
+    )
 
 
 def mode_probabilities_from_obs(obs: np.ndarray) -> np.ndarray:

@@ -74,8 +74,7 @@ class PushingTask(Task):
         totals = counts.sum(axis=1, keepdims=True)
         gap, floor = context_preference_gap(counts, expected), context_preference_gap_floor(counts, expected)
         episode_xy = final.context.reshape(-1, 2, 3)[:, :, :2]
-        start = np.tile(PUSHER_START, (len(episode_xy), 1))
-        nearer_first, shorter = preferences_followed(labels, mode_probabilities(start, episode_xy))
+        nearer_first, shorter = preferences_followed(labels, np.tile(PUSHER_START, (len(episode_xy), 1)), episode_xy)
         return {
             "contexts": len(contexts),
             "context_entropy": context_entropy(counts),
