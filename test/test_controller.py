@@ -74,10 +74,19 @@ class ControllerClient:
         """Spin until the newest action satisfies ``predicate`` (actions already in flight drain first)."""
         self.ros.spin_until(lambda: bool(self.actions) and predicate(self.actions[-1]), timeout, what)
 
-    def wait_status(self, timeout: float = 10.0):
+    def wait_status(self, timeout: float = 10.0, until=None, what: str = "a status message"):
+        """The newest status received after this call; with ``until``, the newest that satisfies it.
+
+        ``until`` is for a state change: the status timer runs beside the control loop, so a
+        status composed just before an event can arrive after the event's actions.
+        """
         count = len(self.status)
-        self.ros.spin_until(lambda: len(self.status) > count, timeout, "a status message")
-        return self.status[-1]
+
+        def matching() -> list:
+            return [s for s in self.status[count:] if until is None or until(s)]
+
+        self.ros.spin_until(lambda: bool(matching()), timeout, what)
+        return matching()[-1]
 
     def wait_services(self) -> None:
         """Spin while waiting (``wait_for_services`` blocks this process's subscriptions)."""

@@ -76,7 +76,7 @@ def test_a_policy_failing_on_real_inputs_is_contained_until_a_good_swap(start_no
     client.wait_last(lambda a: a.policy_id == "hostile" and a.source == PolicyAction.SOURCE_POLICY, "hostile actions")
     client.next_obs = [10.0] * 4  # a real input beyond the probes: expert index 100
     client.wait_last(lambda a: a.source == PolicyAction.SOURCE_ZERO, "the safe action")
-    status = client.wait_status()
+    status = client.wait_status(until=lambda s: s.state == PolicyStatus.STATE_ERROR, what="an error status")
     assert status.state == PolicyStatus.STATE_ERROR and "expert index 100" in status.message, status.message
     assert status.tick_errors >= 1
     client.next_obs = OBS  # latched: a policy that failed once does not drive again by itself
@@ -86,7 +86,8 @@ def test_a_policy_failing_on_real_inputs_is_contained_until_a_good_swap(start_no
     client.wait_last(lambda a: a.source == PolicyAction.SOURCE_POLICY and a.policy_id == "policy-a", "recovery")
     seqs = [a.sequence for a in client.actions]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # the loop never stopped publishing
-    assert client.wait_status().state == PolicyStatus.STATE_RUNNING and node.alive()
+    running = client.wait_status(until=lambda s: s.state == PolicyStatus.STATE_RUNNING, what="a running status")
+    assert running.policy_id == "policy-a" and node.alive()
 
 
 def test_a_slow_load_does_not_starve_observations(start_node, ros, policy_a, tmp_path):
